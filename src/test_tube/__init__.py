@@ -1,0 +1,38 @@
+"""test_tube: an experiment logger for training loops.
+
+``Experiment.log()`` never touches the disk: a background writer publishes
+``metrics.csv`` and ``metrics.parquet`` and keeps a crash-tolerant journal, so
+nothing flushed is lost when a job is killed.  Importing this package starts no
+thread and creates no file.
+"""
+
+from ._errors import (
+    ExperimentClosedError,
+    FinalFlushWarning,
+    GitSnapshotWarning,
+    TestTubeError,
+    VersionInUseError,
+    WriterError,
+)
+from ._experiment import Experiment
+from ._git import checkout_snapshot
+from ._hyperopt_pool import TrialError
+from ._read import read
+from .argparse_hopt import HyperOptArgumentParser
+
+__version__ = "0.8.0.dev0"
+
+__all__ = [
+    "Experiment",
+    "ExperimentClosedError",
+    "FinalFlushWarning",
+    "GitSnapshotWarning",
+    "HyperOptArgumentParser",
+    "TestTubeError",
+    "TrialError",
+    "VersionInUseError",
+    "WriterError",
+    "__version__",
+    "checkout_snapshot",
+    "read",
+]

@@ -1,0 +1,74 @@
+"""The exceptions and warnings test_tube raises.
+
+Every exception derives from :class:`TestTubeError` and, where one fits, from the
+builtin that callers already catch (``TypeError``, ``ValueError``, ``OSError``,
+``RuntimeError``), so ``except TypeError`` keeps working for bad input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TestTubeError(Exception):
+    """Base class of every exception raised by test_tube."""
+
+    __test__ = False  # keep pytest from collecting this as a test class
+
+
+class LogTypeError(TestTubeError, TypeError):
+    """A value passed to ``log()`` or ``tag()`` has a type that cannot be stored.
+
+    ``key`` names the offending column; ``value_type`` is the type that was given.
+    """
+
+    def __init__(self, message: str, *, key: Any = None, value_type: Any = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.value_type = value_type
+
+
+class LogValueError(TestTubeError, ValueError):
+    """A value passed to ``log()`` has a storable type but an unusable value.
+
+    ``key`` names the offending column.
+    """
+
+    def __init__(self, message: str, *, key: Any = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class ExperimentClosedError(TestTubeError, RuntimeError):
+    """The Experiment was closed (or belongs to another process) and takes no more rows."""
+
+
+class VersionInUseError(TestTubeError, RuntimeError):
+    """Another live process has this version open for writing.
+
+    ``log_dir`` is the version folder that is locked.
+    """
+
+    def __init__(self, message: str, *, log_dir: str) -> None:
+        super().__init__(message)
+        self.log_dir = log_dir
+
+
+class WriterError(TestTubeError, OSError):
+    """The background writer failed to write; the cause is chained as ``__cause__``.
+
+    Rows published before the failure stay readable. ``path`` names the file
+    that could not be written, when known.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class GitSnapshotWarning(UserWarning):
+    """The optional git snapshot could not be taken; the experiment still runs."""
+
+
+class FinalFlushWarning(UserWarning):
+    """The final flush at interpreter exit could not write every row in time."""

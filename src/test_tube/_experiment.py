@@ -1,0 +1,566 @@
+"""The Experiment façade: validates, snapshots and submits; the writer does the I/O."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from . import _exit, _git, _journal, _layout
+from ._errors import ExperimentClosedError, LogTypeError, LogValueError, WriterError
+from ._media import MediaEncoder
+from ._rows import (
+    DIRECT_TYPES,
+    INT64_MAX,
+    INT64_MIN,
+    SHAPE,
+    SHAPES,
+    STEP,
+    STR,
+    TIME,
+    shape_code,
+    check_key,
+    flatten,
+    image_extension,
+    media_stem,
+    normalise,
+    normalise_image,
+    widen,
+)
+from ._sinks import CsvSink, ParquetSink, Sink
+from ._writer import BASE_SCHEMA, Writer, concat, writer_error
+
+_time_ns = time.time_ns
+_FORMATS = frozenset({"csv", "parquet"})
+DEFAULT_SAVE_DIR = "test_tube_logs"
+
+
+class Experiment:
+    """One run of a training script: its tags, its logged rows and its images.
+
+    ``log()`` never does I/O: it snapshots the row, appends it to an in-memory
+    queue and returns; it blocks only when the queue is full (``max_queue_rows``
+    rows or ``max_queue_bytes`` of text and images).  A background writer thread
+    drains the queue, appends to a crash-tolerant journal and publishes
+    ``metrics.csv``/``metrics.parquet``.  ``save()`` blocks until every row
+    logged before it is in those files.  All methods are thread-safe.
+
+    Args:
+        name: experiment name; files go to ``<save_dir>/<name>/version_<N>/``.
+        save_dir: root folder; ``None`` means ``./test_tube_logs`` in the
+            current working directory.
+        version: ``None`` claims the next free version; an existing version is
+            resumed (rows appended, steps continued, tags merged).
+        debug: if true, nothing is created, no thread starts, every method does nothing.
+        autosave: if true (default), the writer publishes every
+            ``flush_interval`` seconds; if false, ``metrics.*`` are written only
+            by ``save()``, ``close()`` and at exit (rows are still journaled).
+        description: free text stored in ``meta.experiment``.
+        create_git_tag: tag a snapshot of the working tree as ``tt_<name>_v<version>``.
+        flush_interval: seconds between periodic flushes; a crash loses at most this window.
+        formats: published files, a subset of ``{"csv", "parquet"}``.
+        max_queue_rows: rows that may wait for the writer before ``log()`` blocks.
+        max_queue_bytes: bytes of strings and images that may wait before ``log()`` blocks.
+        exit_timeout: seconds the final flush at interpreter exit may take.
+        image_workers: threads encoding images in parallel.
+        jpeg_quality: JPEG quality (1-95) for ``jpg``/``jpeg`` keys.
+        record_git: record the HEAD commit and dirty flag in ``meta.experiment``.
+    """
+
+    def __init__(
+        self,
+        name: str = "default",
+        save_dir: str | os.PathLike[str] | None = None,
+        version: int | None = None,
+        debug: bool = False,
+        autosave: bool = True,
+        description: str | None = None,
+        create_git_tag: bool = False,
+        *,
+        flush_interval: float = 2.0,
+        formats: tuple[str, ...] | list[str] = ("csv", "parquet"),
+        max_queue_rows: int = 262_144,
+        max_queue_bytes: int = 256 * 2**20,
+        exit_timeout: float = 10.0,
+        image_workers: int = 2,
+        jpeg_quality: int = 90,
+        record_git: bool = True,
+    ) -> None:
+        _check_options(name, version, flush_interval, formats, max_queue_rows, max_queue_bytes, exit_timeout,
+                       image_workers, jpeg_quality)
+        self.name = name
+        self.save_dir = os.path.abspath(os.fspath(save_dir) if save_dir is not None else DEFAULT_SAVE_DIR)
+        self.debug = bool(debug)
+        self.autosave = bool(autosave)
+        self.description = description
+        self.create_git_tag = bool(create_git_tag)
+        self.tags: dict[str, Any] = {}
+        self.created_at = _utc_text()
+        self._exit_timeout = exit_timeout
+        self._max_rows = max_queue_rows
+        self._max_bytes = max_queue_bytes
+        self._queue: deque[Any] = deque()
+        # row signature (keys, then the exact type of each value) -> shape code;
+        # a negative code (~code) marks rows with Python ints to range-check
+        self._fast: dict[tuple[Any, ...], int] = {}
+        self._columns: dict[str, pa.DataType] = {}
+        self._lock = threading.Lock()
+        self._queued_bytes = 0
+        self._steps = itertools.count()
+        self._media_names: set[str] = set()
+        self._closed = False
+        self._pid = os.getpid()
+        self._tags_dirty = False
+        self._failed = False
+        self._meta: dict[str, Any] = {}
+        exp_dir = _layout.experiment_dir(self.save_dir, name)
+        if self.debug:
+            self.version = version if version is not None else _layout.next_version(exp_dir)
+            self.log_dir = _layout.version_dir(self.save_dir, name, self.version)
+            return
+
+        _warm_up()
+        if version is None:
+            self.version = _layout.claim_version(exp_dir)
+        else:
+            self.version = version
+            os.makedirs(_layout.version_dir(self.save_dir, name, version), exist_ok=True)
+        self.log_dir = _layout.version_dir(self.save_dir, name, self.version)
+        self._lock_fd = _layout.lock(self.log_dir)
+        try:
+            self._open(formats, flush_interval, image_workers, jpeg_quality, record_git)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        _exit.register(self)
+        self._writer.start()
+
+    def _open(
+        self, formats: tuple[str, ...] | list[str], flush_interval: float, image_workers: int, jpeg_quality: int,
+        record_git: bool,
+    ) -> None:
+        media_dir = os.path.join(self.log_dir, _layout.MEDIA)
+        os.makedirs(media_dir, exist_ok=True)
+        journal_path = os.path.join(self.log_dir, _layout.JOURNAL)
+        existing = self._recover(journal_path, media_dir)
+        self._git = _git.snapshot(
+            os.getcwd(),
+            tag_name=f"tt_{self.name}_v{self.version}" if self.create_git_tag else None,
+            message=f"Test tube exp: {self.name}" + (f" - {self.description}" if self.description else ""),
+        ) if (record_git or self.create_git_tag) else {"ok": False, "error": "not recorded (record_git=False)"}
+        self._media = MediaEncoder(media_dir, workers=image_workers, jpeg_quality=jpeg_quality,
+                                   on_done=self._release_bytes)
+        sinks: list[Sink] = []
+        self._writer = Writer(
+            label=f"{self.name}/version_{self.version}",
+            queue=self._queue,
+            columns=self._columns,
+            journal_path=journal_path,
+            sinks=sinks,
+            media=self._media,
+            autosave=self.autosave,
+            flush_interval=flush_interval,
+            max_pending_bytes=max(self._max_bytes, 64 * 2**20),
+            on_publish=self._on_publish,
+            on_drain=self._release_bytes,
+        )
+        if "csv" in formats:
+            sinks.append(CsvSink(os.path.join(self.log_dir, _layout.CSV), self._writer.read_all))
+        if "parquet" in formats:
+            sinks.append(ParquetSink(os.path.join(self.log_dir, _layout.PARQUET), self._writer.read_all))
+        if existing.num_rows:
+            # Resuming: bring the published files in line with the journal once,
+            # whatever a crash left them as.
+            for sink in sinks:
+                sink.write(existing)
+                sink.close()
+        self._write_meta("running")
+        _layout.write_tags(self.log_dir, {k: _layout.tag_text(v) for k, v in self.tags.items()})
+
+    def _recover(self, journal_path: str, media_dir: str) -> pa.Table:
+        """Load what an earlier session of this version left: rows, tags, step, names."""
+        frames, end = _journal.read_frames(journal_path)
+        if os.path.exists(journal_path) and os.path.getsize(journal_path) > end:
+            os.truncate(journal_path, end)  # a torn frame from a crash
+        table = concat(frames)
+        for field in table.schema:
+            if field.name not in ("step", "created_at"):
+                self._columns[field.name] = field.type
+        if table.num_rows:
+            self._steps = itertools.count(table.column("step")[-1].as_py() + 1)
+        self.tags.update(_layout.read_tags(self.log_dir))
+        old = _layout.read_meta(self.log_dir)
+        if old.get("created_at"):
+            self.created_at = old["created_at"]
+        if self.description is None and old.get("description") is not None:
+            self.description = old["description"]
+        self._media_names.update(os.listdir(media_dir))
+        return table
+
+    # -- the hot path ----------------------------------------------------------
+
+    def log(self, metrics: Mapping[str, Any], step: int | None = None, *, global_step: int | None = None) -> None:
+        """Add one row: ``metrics`` plus ``step`` and ``created_at``.
+
+        Never does I/O; blocks only while the queue is full.  ``step`` defaults
+        to one more than the previous row's; ``global_step`` is the original's
+        name for it.  Values are captured now: changing ``metrics`` afterwards
+        changes nothing.  Raises ``TypeError``/``ValueError`` naming the key for
+        a value that cannot be stored, and then nothing of the row is queued.
+        """
+        try:
+            row = metrics.copy()
+            code = self._fast.get((*row, *map(type, row.values())))
+        except Exception:  # not a dict, or an unhashable key: the slow path explains
+            return self._log_slow(metrics, step, global_step)
+        if code is None or step is not None or global_step is not None or len(self._queue) >= self._max_rows:
+            return self._log_slow(metrics, step, global_step)
+        if code < 0:  # the row has Python ints, which must fit the int64 column
+            values = (*row.values(),)
+            for i in SHAPES[~code].ints:
+                if not INT64_MIN <= values[i] <= INT64_MAX:
+                    return self._log_slow(metrics, step, global_step)
+        row[STEP] = next(self._steps)
+        row[TIME] = _time_ns()
+        self._queue.append(row)
+
+    def _log_slow(self, metrics: Any, step: Any, global_step: Any) -> None:
+        now = _time_ns()
+        if self.debug:
+            return
+        self._check_usable("log")
+        if not isinstance(metrics, Mapping):
+            raise LogTypeError(f"log() takes a dict of values, got {type(metrics).__name__}",
+                               value_type=type(metrics))
+        step = _resolve_step(step, global_step)
+        row = flatten(metrics)
+        names: list[str] = []
+        values: list[Any] = []
+        types: list[pa.DataType] = []
+        items: list[int] = []
+        images: list[tuple[int, str, Any]] = []
+        text_bytes = 0
+        for key, value in row.items():
+            ext = image_extension(key)
+            if ext is not None and _is_array_like(value):
+                images.append((len(names), key, normalise_image(key, ext, value)))
+                value, typ = None, STR
+            else:
+                value, typ, deferred = normalise(key, value)
+                if deferred:
+                    items.append(len(names))
+                elif typ == STR:
+                    text_bytes += len(value)
+            names.append(key)
+            values.append(value)
+            types.append(typ)
+        image_bytes = sum(img.pixels.nbytes for _, _, img in images)
+        self._wait_for_room(text_bytes + image_bytes)
+        with self._lock:
+            self._check_usable("log")
+            changed: dict[str, pa.DataType] = {}
+            for name, typ in zip(names, types):
+                old = changed.get(name, self._columns.get(name))
+                new = typ if old is None else widen(old, typ, name)
+                if new != old:
+                    changed[name] = new
+            self._columns.update(changed)
+            if step is None:
+                step = next(self._steps)
+            else:
+                self._steps = itertools.count(step + 1)
+            for pos, key, image in images:
+                values[pos] = self._media_name(key, image.ext, step)
+            self._queued_bytes += text_bytes + image_bytes
+        for pos, _, image in images:
+            self._media.submit(values[pos], image)
+        key_names = tuple(names)
+        queued: dict[Any, Any] = dict(zip(names, values))
+        queued[STEP] = step
+        queued[TIME] = now
+        if items:
+            queued[SHAPE] = shape_code(key_names, tuple(items))
+            self._writer.deferred_seen = True
+        self._queue.append(queued)
+        if not images and not items and text_bytes == 0 and type(metrics) is dict:
+            raw = tuple(metrics.values())
+            if all(type(v) in DIRECT_TYPES for v in raw) and tuple(metrics) == key_names:
+                # Cache the signature: the next row like this one takes the fast path.
+                ints = tuple(i for i, v in enumerate(raw) if type(v) is int)
+                code = shape_code(key_names, (), ints)
+                self._fast[(*metrics, *map(type, raw))] = ~code if ints else code
+
+    def _media_name(self, key: str, ext: str, step: int) -> str:
+        stem = media_stem(key, ext)
+        base = f"{stem}_{step}"
+        name = f"{base}.{ext}"
+        counter = 1
+        while name in self._media_names:
+            name = f"{base}_{counter}.{ext}"
+            counter += 1
+        self._media_names.add(name)
+        return f"{_layout.MEDIA}/{name}"
+
+    def _wait_for_room(self, nbytes: int) -> None:
+        while len(self._queue) >= self._max_rows or (
+            self._queued_bytes and self._queued_bytes + nbytes > self._max_bytes
+        ):
+            self._check_usable("log")
+            writer = self._writer
+            writer.drained.clear()
+            writer.wake.set()
+            if not writer.thread.is_alive():
+                writer.cycle()
+            writer.drained.wait(0.05)
+
+    def _release_bytes(self, nbytes: int) -> None:
+        if nbytes:
+            with self._lock:
+                self._queued_bytes -= nbytes
+
+    def _check_usable(self, what: str) -> None:
+        if self._pid != os.getpid():
+            raise ExperimentClosedError(
+                f"{what}(): this Experiment was opened in process {self._pid}; a forked child cannot "
+                f"write to it. Log from the parent, or open an Experiment in the child."
+            )
+        if self._closed:
+            raise ExperimentClosedError(f"{what}(): the Experiment {self.name}/version_{self.version} is closed")
+        error = self._writer.take_error()
+        if error is not None:
+            raise writer_error(error, self._writer.label) from error
+
+    # -- everything else ---------------------------------------------------------
+
+    def tag(self, tags: Mapping[str, Any]) -> None:
+        """Add tags (hyperparameters, notes); written to ``meta_tags.csv`` at the next flush."""
+        if self.debug:
+            return
+        if not isinstance(tags, Mapping):
+            raise LogTypeError(f"tag() takes a dict, got {type(tags).__name__}", value_type=type(tags))
+        for key in tags:
+            if type(key) is not str or not key:
+                raise LogTypeError(f"tag(): keys must be non-empty str, got {key!r}", key=key, value_type=type(key))
+        self._check_usable("tag")
+        with self._lock:
+            self.tags.update(tags)
+            self._tags_dirty = True
+
+    def argparse(self, namespace: Any) -> None:
+        """Record every hyperparameter of an ``argparse.Namespace`` as a tag (methods are skipped)."""
+        self.tag({k: v for k, v in vars(namespace).items() if not k.startswith("_") and not callable(v)})
+
+    def save(self, timeout: float | None = None) -> None:
+        """Block until every row and image logged before this call is in the published files.
+
+        Raises ``WriterError`` (cause chained) if the writer failed, and
+        ``TimeoutError`` if ``timeout`` seconds pass first.
+        """
+        if self.debug:
+            return
+        self._check_usable("save")
+        barrier = self._writer.flush(timeout)
+        self._after_barrier(barrier, "save")
+
+    def _after_barrier(self, barrier: Any, what: str) -> None:
+        error = self._writer.take_error() or barrier.error
+        if error is not None:
+            raise writer_error(error, self._writer.label) from error
+        if not barrier.done.is_set():
+            raise TimeoutError(f"{what}(): the writer did not finish in time; rows are still queued")
+
+    def close(self) -> None:
+        """Flush, complete ``metrics.parquet``, stop the writer and release the version.
+
+        A second call does nothing; ``log()`` afterwards raises ``ExperimentClosedError``.
+        """
+        if self.debug or self._closed or self._pid != os.getpid():
+            self._closed = True
+            return
+        self._closed = True
+        self._fast = {}
+        try:
+            barrier = self._writer.flush(None, final=True)
+            self._writer.thread.join(5.0)
+            self._after_barrier(barrier, "close")
+        finally:
+            self._release("failed" if self._failed else "finished")
+
+    def _final_close(self, timeout: float | None) -> int:
+        """The flush at interpreter exit; returns the number of rows it could not write."""
+        if self._closed:
+            return 0
+        self._closed = True
+        self._fast = {}
+        barrier = self._writer.flush(self._exit_timeout if timeout is None else timeout, final=True)
+        if not barrier.done.is_set():
+            return self._writer.pending_rows()
+        self._release("failed" if self._failed else "finished")
+        return 0
+
+    def _release(self, status: str) -> None:
+        try:
+            self._write_meta(status)
+        finally:
+            self._writer.close_files()
+            os.close(self._lock_fd)
+            _exit.unregister(self)
+
+    def _on_publish(self) -> None:
+        """Called by the writer after each flush: refresh the metadata files."""
+        with self._lock:
+            dirty, self._tags_dirty = self._tags_dirty, False
+            tags = {k: _layout.tag_text(v) for k, v in self.tags.items()} if dirty else None
+        if tags is not None:
+            _layout.write_tags(self.log_dir, tags)
+        if not self._closed:
+            self._write_meta("running")
+
+    def _write_meta(self, status: str) -> None:
+        now = _utc_text()
+        meta = {
+            "name": self.name,
+            "version": self.version,
+            "tags_path": os.path.join(self.log_dir, _layout.TAGS),
+            "metrics_path": os.path.join(self.log_dir, _layout.CSV),
+            "autosave": self.autosave,
+            "description": self.description,
+            "created_at": self.created_at,
+            "exp_hash": f"{self.name}_v{self.version}",
+            "format": _layout.FORMAT,
+            "status": status,
+            "pid": self._pid,
+            "host": _layout.host(),
+            "updated_at": now,
+            "ended_at": None if status == "running" else now,
+            "flush_interval": self._writer.flush_interval,
+            "git": self._git,
+        }
+        _layout.write_meta(self.log_dir, meta)
+        self._meta = meta
+
+    def _after_fork_in_child(self) -> None:
+        self._fast = {}
+        self._lock = threading.Lock()
+        self._writer.after_fork_in_child()
+        self._media.after_fork_in_child()
+        try:
+            os.close(self._lock_fd)  # the parent keeps the lock; closing our copy does not drop it
+        except OSError:
+            pass
+
+    def get_data_path(self, exp_name: str, exp_version: int) -> str:
+        """The version folder of ``exp_name``/``exp_version`` under this save_dir."""
+        return _layout.version_dir(self.save_dir, exp_name, exp_version)
+
+    def get_media_path(self, exp_name: str, exp_version: int) -> str:
+        """The ``media/`` folder of ``exp_name``/``exp_version`` under this save_dir."""
+        return os.path.join(self.get_data_path(exp_name, exp_version), _layout.MEDIA)
+
+    def __enter__(self) -> Experiment:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is not None:
+            self._failed = True
+        self.close()
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "an Experiment cannot be pickled: it owns a writer thread and open files. "
+            "Pass exp.log_dir to the worker and read results with test_tube.read(), "
+            "or open a separate Experiment in the worker."
+        )
+
+    def __repr__(self) -> str:
+        state = "debug" if self.debug else ("closed" if self._closed else "open")
+        return f"<Experiment {self.name!r} version={self.version} {state} log_dir={self.log_dir!r}>"
+
+
+def _resolve_step(step: Any, global_step: Any) -> int | None:
+    if global_step is not None:
+        if step is not None and step != global_step:
+            raise LogValueError(f"log(): step={step!r} and global_step={global_step!r} disagree; pass one")
+        step = global_step
+    if step is None:
+        return None
+    if type(step) is bool or not isinstance(step, (int, np.integer)):
+        raise LogTypeError(f"log(): step must be an int, got {type(step).__name__} {step!r}", key="step",
+                           value_type=type(step))
+    step = int(step)
+    if not INT64_MIN <= step <= INT64_MAX:
+        raise LogValueError(f"log(): step {step} does not fit in a 64-bit integer", key="step")
+    return step
+
+
+def _is_array_like(value: Any) -> bool:
+    if isinstance(value, np.ndarray):
+        return True
+    if isinstance(value, (int, float, bool, str, np.generic)) or value is None:
+        return False
+    return hasattr(value, "__array__")
+
+
+def _utc_text() -> str:
+    return str(datetime.now(timezone.utc).replace(tzinfo=None))
+
+
+def _check_options(
+    name: Any, version: Any, flush_interval: Any, formats: Any, max_queue_rows: Any, max_queue_bytes: Any,
+    exit_timeout: Any, image_workers: Any, jpeg_quality: Any,
+) -> None:
+    if not isinstance(name, str) or not name or os.sep in name or name in (".", ".."):
+        raise ValueError(f"Experiment(name=...) must be a non-empty folder name, got {name!r}")
+    if version is not None and (type(version) is bool or not isinstance(version, (int, np.integer)) or version < 0):
+        raise ValueError(f"Experiment(version=...) must be None or an int >= 0, got {version!r}")
+    if not flush_interval > 0:
+        raise ValueError(f"flush_interval must be > 0 seconds, got {flush_interval!r}")
+    unknown = set(formats) - _FORMATS
+    if unknown:
+        raise ValueError(f"formats: unknown {sorted(unknown)}; choose from {sorted(_FORMATS)}")
+    if max_queue_rows < 1 or max_queue_bytes < 1:
+        raise ValueError("max_queue_rows and max_queue_bytes must be >= 1")
+    if not exit_timeout > 0:
+        raise ValueError(f"exit_timeout must be > 0 seconds, got {exit_timeout!r}")
+    if image_workers < 1:
+        raise ValueError(f"image_workers must be >= 1, got {image_workers!r}")
+    if not 1 <= jpeg_quality <= 95:
+        raise ValueError(f"jpeg_quality must be in 1..95, got {jpeg_quality!r}")
+
+
+_warmed = False
+
+
+def _warm_up() -> None:
+    """Run each pyarrow code path the final flush needs once, now.
+
+    pyarrow imports parts of itself lazily on first use; the first use must not
+    happen during interpreter shutdown, where imports that register exit hooks fail.
+    """
+    global _warmed
+    if _warmed:
+        return
+    import io
+
+    import pyarrow.parquet as pq
+
+    from ._sinks import format_rows
+
+    table = pa.table({"f": pa.array([1.0]), "b": pa.array([True]), "s": pa.array(["a,b"], STR)})
+    table = concat([BASE_SCHEMA.empty_table(), table])
+    format_rows(table, table.column_names)
+    pq.write_table(table, io.BytesIO())
+    _journal.read_frames(os.devnull)
+    b"".join(bytes(memoryview(p)) for p in _journal.encode(table))
+    _warmed = True

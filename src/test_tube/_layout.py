@@ -1,0 +1,168 @@
+"""The on-disk layout: version folders, version claims, metadata files, the writer lock.
+
+::
+
+    <save_dir>/<name>/version_<N>/
+        meta.experiment    one JSON object (the original's keys plus ours)
+        meta_tags.csv      key,value
+        metrics.csv        current after every flush
+        metrics.parquet    complete after close(); refreshed while running
+        media/             images
+        _journal.arrows    every flushed row (crash-tolerant; see _journal)
+        .lock              held by the process writing this version
+
+Every file other than the journal and the media is published whole (temp file
+in the same folder, then ``os.replace``), so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import fcntl
+import io
+import json
+import os
+import re
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from ._errors import VersionInUseError
+
+META = "meta.experiment"
+TAGS = "meta_tags.csv"
+CSV = "metrics.csv"
+PARQUET = "metrics.parquet"
+JOURNAL = "_journal.arrows"
+MEDIA = "media"
+LOCK = ".lock"
+FORMAT = "test_tube/1"
+
+_VERSION_DIR = re.compile(r"version_(\d+)")
+
+
+def experiment_dir(save_dir: str, name: str) -> str:
+    return os.path.join(save_dir, name)
+
+
+def version_dir(save_dir: str, name: str, version: int) -> str:
+    return os.path.join(save_dir, name, f"version_{version}")
+
+
+def existing_versions(exp_dir: str) -> list[int]:
+    """Version numbers present in ``exp_dir``; names like ``version_2_backup`` are ignored."""
+    try:
+        entries = os.listdir(exp_dir)
+    except FileNotFoundError:
+        return []
+    return sorted(int(m.group(1)) for e in entries if (m := _VERSION_DIR.fullmatch(e)))
+
+
+def next_version(exp_dir: str) -> int:
+    versions = existing_versions(exp_dir)
+    return versions[-1] + 1 if versions else 0
+
+
+def claim_version(exp_dir: str) -> int:
+    """Create the next free ``version_<N>`` folder and return N.
+
+    ``os.mkdir`` fails if the folder exists, so concurrent processes each get a
+    distinct version: a loser of the race simply tries the next number.
+    """
+    os.makedirs(exp_dir, exist_ok=True)
+    version = next_version(exp_dir)
+    while True:
+        try:
+            os.mkdir(os.path.join(exp_dir, f"version_{version}"))
+            return version
+        except FileExistsError:
+            version += 1
+
+
+def lock(log_dir: str) -> int:
+    """Take the writer lock of a version folder; return its file descriptor.
+
+    Raises ``VersionInUseError`` when another live process holds it.  The kernel
+    drops the lock when the holder dies, so a crashed run never stays locked.
+    """
+    fd = os.open(os.path.join(log_dir, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise VersionInUseError(
+            f"{log_dir} is open for writing in another process; "
+            f"use another version, or close the other Experiment first",
+            log_dir=log_dir,
+        ) from None
+    return fd
+
+
+def publish(path: str, data: bytes, *, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically: a reader sees the old file or the new one."""
+    folder, base = os.path.split(path)
+    tmp = os.path.join(folder, f".{base}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        if fsync:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_meta(log_dir: str, meta: Mapping[str, Any]) -> None:
+    publish(os.path.join(log_dir, META), json.dumps(meta, ensure_ascii=False).encode())
+
+
+def read_meta(log_dir: str) -> dict[str, Any]:
+    """The metadata of a version; an empty dict when there is none."""
+    try:
+        with open(os.path.join(log_dir, META), encoding="utf-8") as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def write_tags(log_dir: str, tags: Mapping[str, Any]) -> None:
+    """Publish ``meta_tags.csv``: header ``key,value``, values as text, in insertion order."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["key", "value"])
+    for key, value in tags.items():
+        w.writerow([key, value])
+    publish(os.path.join(log_dir, TAGS), buf.getvalue().encode())
+
+
+def read_tags(log_dir: str) -> dict[str, Any]:
+    """Tags as written by :func:`write_tags` (or the original test-tube).
+
+    Values are parsed back with ``ast.literal_eval`` where that works (numbers,
+    booleans, lists), and kept as text otherwise, as Lightning does.
+    """
+    try:
+        with open(os.path.join(log_dir, TAGS), encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f))
+    except FileNotFoundError:
+        return {}
+    tags: dict[str, Any] = {}
+    for row in rows[1:]:
+        if len(row) >= 2:
+            tags[row[0]] = parse_tag(row[1])
+    return tags
+
+
+def parse_tag(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+
+
+def tag_text(value: Any) -> str:
+    """How a tag value is written: ``str()`` as the original did (``True``, ``0.001``, ``[1, 2]``)."""
+    return value if isinstance(value, str) else str(value)
+
+
+def host() -> str:
+    return socket.gethostname()

@@ -1,0 +1,37 @@
+"""Reading a run back: every flushed row, in logging order, from any process."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from . import _journal, _layout
+from ._writer import concat, empty_table
+
+
+def read(log_dir: str | os.PathLike[str]) -> pa.Table:
+    """Return every row of a run as a ``pyarrow.Table``, in logging order.
+
+    Reads the journal, so it is current up to the writer's last flush, even
+    while the run is still writing or after it was killed: a torn tail is
+    skipped, never misread.  Columns are ``step``, ``created_at`` and the
+    logged keys in first-seen order.  A run with no rows gives an empty table
+    that still has ``step`` and ``created_at``.  Folders written by the
+    original test-tube (``metrics.csv`` only) are read from their CSV.
+    """
+    log_dir = os.fspath(log_dir)
+    if not os.path.isdir(log_dir):
+        raise FileNotFoundError(f"read(): {log_dir} is not a run folder")
+    frames, _ = _journal.read_frames(os.path.join(log_dir, _layout.JOURNAL))
+    if frames:
+        return concat(frames)
+    parquet = os.path.join(log_dir, _layout.PARQUET)
+    if os.path.exists(parquet):
+        return pq.read_table(parquet)
+    legacy = os.path.join(log_dir, _layout.CSV)
+    if os.path.exists(legacy) and not os.path.exists(os.path.join(log_dir, _layout.JOURNAL)):
+        return pacsv.read_csv(legacy)
+    return empty_table()

@@ -1,0 +1,343 @@
+"""The writer: the one thread that drains the queue and touches the run's files.
+
+Vocabulary, used the same way everywhere:
+
+* *submit*: ``log()`` appends a row to the queue (a ``collections.deque``);
+* *drain*: the writer pops what is queued and converts it to Arrow, column by
+  column, so no row stays a Python object for longer than one cycle;
+* *flush*: a barrier; the pending rows go to the journal, then to the published
+  files (``metrics.csv``, ``metrics.parquet``), and waiting callers are released;
+* *close*: a last flush that also completes ``metrics.parquet``, then the thread stops.
+
+The writer never dies on one bad batch: an exception is kept, handed to the
+next caller (``log()``, ``save()``, ``close()``), and the writer keeps going.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import _journal
+from ._errors import WriterError
+from ._media import MediaEncoder
+from ._rows import SHAPE, SHAPES, STEP, TIME
+from ._sinks import Sink
+
+#: Rows (or bytes) after which a batch is journaled without waiting for the next flush.
+BATCH_ROWS = 65_536
+BATCH_BYTES = 16 * 2**20
+
+#: The columns every table starts with.
+BASE_SCHEMA = pa.schema([("step", pa.int64()), ("created_at", pa.timestamp("us", tz="UTC"))])
+
+
+class Barrier:
+    """A flush request travelling through the queue behind the rows it covers."""
+
+    __slots__ = ("done", "error", "final")
+
+    def __init__(self, final: bool = False) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.final = final
+
+
+def empty_table() -> pa.Table:
+    return BASE_SCHEMA.empty_table()
+
+
+def concat(tables: Sequence[pa.Table]) -> pa.Table:
+    """Rows of several tables in order; later columns are added, ints widen to floats."""
+    if not tables:
+        return empty_table()
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+class Writer:
+    """Drains ``queue`` into the journal and the sinks on a background thread."""
+
+    def __init__(
+        self,
+        *,
+        label: str,
+        queue: deque[Any],
+        columns: dict[str, pa.DataType],
+        journal_path: str,
+        sinks: list[Sink],
+        media: MediaEncoder,
+        autosave: bool,
+        flush_interval: float,
+        max_pending_bytes: int,
+        on_publish: Callable[[], None],
+        on_drain: Callable[[int], None],
+    ) -> None:
+        self.label = label
+        self.queue = queue
+        self.columns = columns
+        self.journal_path = journal_path
+        self.sinks = sinks
+        self.media = media
+        self.autosave = autosave
+        self.flush_interval = flush_interval
+        self.max_pending_bytes = max_pending_bytes
+        self._on_publish = on_publish
+        self._on_drain = on_drain
+        self.error: BaseException | None = None
+        self.wake = threading.Event()
+        self.drained = threading.Event()
+        self.barriers_pending = 0
+        self.deferred_seen = False  # set once a row with tensors was queued
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._pending_bytes = 0
+        self._stopping = False
+        self._journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.journal_end = os.fstat(self._journal_fd).st_size
+        self.published_end = self.journal_end
+        self._next_flush = time.monotonic() + flush_interval
+        self._cycle_lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name=f"test_tube-writer[{label}]", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    # -- calling-thread side -------------------------------------------------
+
+    def flush(self, timeout: float | None, *, final: bool = False) -> Barrier:
+        """Queue a barrier behind every row submitted so far and wait for it.
+
+        Returns the barrier; ``barrier.done`` is unset if ``timeout`` ran out.
+        """
+        barrier = Barrier(final)
+        self.barriers_pending += 1
+        self.queue.append(barrier)
+        if final:
+            self._stopping = True
+        self.wake.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not barrier.done.wait(0.05):
+            if not self.thread.is_alive():
+                # No writer (it died, or we are past its lifetime at exit):
+                # drain on the calling thread instead of waiting forever.
+                self.cycle(final=final)
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        return barrier
+
+    def take_error(self) -> BaseException | None:
+        error, self.error = self.error, None
+        return error
+
+    # -- writer-thread side --------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait(0.02)
+            self.wake.clear()
+            self.cycle()
+            if self._stopping and not self.queue and not self.barriers_pending:
+                return
+
+    def cycle(self, *, final: bool = False) -> None:
+        """One round of drain, maybe flush; safe to call from any thread."""
+        with self._cycle_lock:
+            try:
+                self._cycle(final)
+            except BaseException as exc:  # the writer must outlive any one failure
+                self._fail(exc)
+
+    def _cycle(self, final: bool) -> None:
+        barriers: list[Barrier] = []
+        if self._pending_bytes < self.max_pending_bytes or self.barriers_pending:
+            barriers = self._drain()
+        final = final or any(b.final for b in barriers)
+        now = time.monotonic()
+        tick = now >= self._next_flush
+        # A flush makes everything durable and published; in between, full
+        # batches are journaled (and appended to the CSV with autosave) so the
+        # work is spread over the run instead of piling up at the next flush.
+        flush = bool(barriers) or final or tick
+        full = self._pending_rows >= BATCH_ROWS or self._pending_bytes >= BATCH_BYTES
+        failure: BaseException | None = None
+        if flush or full:
+            try:
+                self._write_journal(sync=flush)
+                if barriers or final or self.autosave:
+                    if flush:
+                        self.media.wait_idle()
+                    self._publish(final=final, flush=flush)
+            except BaseException as exc:
+                failure = exc
+                self._fail(exc)
+        if tick:
+            self._next_flush = now + self.flush_interval
+        media_error = self.media.take_error()
+        if media_error is not None:
+            self._fail(media_error)
+            failure = failure or media_error
+        for barrier in barriers:
+            barrier.error = failure
+            barrier.done.set()
+
+    def _drain(self) -> list[Barrier]:
+        queue = self.queue
+        items = [queue.popleft() for _ in range(len(queue))]
+        barriers: list[Barrier] = []
+        if self.barriers_pending:
+            rows = []
+            for item in items:
+                if type(item) is Barrier:
+                    barriers.append(item)
+                else:
+                    rows.append(item)
+            self.barriers_pending -= len(barriers)
+            items = rows
+        self.drained.set()
+        if items:
+            table = self._convert(items)
+            self._pending.append(table)
+            self._pending_rows += table.num_rows
+            self._pending_bytes += table.nbytes
+            self._on_drain(_text_length(table))
+        return barriers
+
+    def _convert(self, rows: list[dict[Any, Any]]) -> pa.Table:
+        """Turn queued rows into one table.
+
+        pyarrow walks the row dicts in C (missing keys become nulls), and the
+        step and time columns are gathered with C-level ``map`` calls: no Python
+        code runs per row and no container is allocated per row, so the cyclic
+        garbage collector is not woken up by the conversion.
+        """
+        schema = pa.schema(list(self.columns.items()))
+        if self.deferred_seen:
+            rows = [_read_items(row) if SHAPE in row else row for row in rows]
+        data = pa.RecordBatch.from_pylist(rows, schema=schema)
+        steps = pa.array(list(map(_STEP, rows)), pa.int64())
+        times = _timestamps(list(map(_TIME, rows)))
+        return pa.Table.from_arrays(
+            [steps, times, *data.columns], names=["step", "created_at", *schema.names]
+        )
+
+    def _write_journal(self, *, sync: bool) -> None:
+        if self._pending:
+            pieces = _journal.encode(concat(self._pending))
+            try:
+                _writev_all(self._journal_fd, pieces)
+            except BaseException:
+                # Cut a torn frame off again, so later frames stay reachable.
+                os.ftruncate(self._journal_fd, self.journal_end)
+                raise
+            self.journal_end += sum(memoryview(p).nbytes for p in pieces)
+            self._pending.clear()
+            self._pending_rows = 0
+            self._pending_bytes = 0
+        if sync:
+            os.fsync(self._journal_fd)
+            if os.fstat(self._journal_fd).st_nlink == 0:
+                raise FileNotFoundError(f"the journal {self.journal_path} was deleted while the run was writing it")
+
+    def _publish(self, *, final: bool, flush: bool) -> None:
+        """Hand the journaled rows not yet published to the sinks."""
+        tables, end = _journal.read_frames(self.journal_path, self.published_end)
+        errors: list[BaseException] = []
+        new = concat(tables) if tables else None
+        for sink in self.sinks:
+            try:
+                if new is not None:
+                    sink.write(new)
+                if final:
+                    sink.close()
+                elif flush:
+                    sink.flush()
+            except BaseException as exc:  # one failing sink must not stop the others
+                errors.append(exc)
+        self.published_end = end
+        if flush:
+            self._on_publish()
+        if errors:
+            raise errors[0]
+
+    def read_all(self) -> pa.Table:
+        """Every journaled row, for sinks that rebuild their file."""
+        return concat(_journal.read_frames(self.journal_path)[0])
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+
+    def pending_rows(self) -> int:
+        """Rows submitted but not yet in the journal (for the exit warning)."""
+        return sum(t.num_rows for t in self._pending) + sum(1 for i in list(self.queue) if type(i) is not Barrier)
+
+    def close_files(self) -> None:
+        os.close(self._journal_fd)
+
+    def after_fork_in_child(self) -> None:
+        """The child owns none of this writer's state; forget it without locking."""
+        self.queue.clear()
+        self._pending = []
+        self._cycle_lock = threading.Lock()
+        try:
+            os.close(self._journal_fd)
+        except OSError:
+            pass
+
+
+_STEP = operator.itemgetter(STEP)
+_TIME = operator.itemgetter(TIME)
+
+
+def _read_items(row: dict[Any, Any]) -> dict[Any, Any]:
+    """Read tensors now, on the writer thread, so log() never waited for a device."""
+    shape = SHAPES[row[SHAPE]]
+    row = dict(row)
+    for pos in shape.items:
+        name = shape.names[pos]
+        row[name] = row[name].item()
+    return row
+
+
+def _timestamps(times: Sequence[int]) -> pa.Array:
+    ns = pa.array(times, pa.timestamp("ns", tz="UTC"))
+    return ns.cast(pa.timestamp("us", tz="UTC"), safe=False)
+
+
+def _text_length(table: pa.Table) -> int:
+    total = 0
+    for column in table.columns:
+        if pa.types.is_large_string(column.type) or pa.types.is_string(column.type):
+            total += pc.sum(pc.utf8_length(column)).as_py() or 0
+    return total
+
+
+def _writev_all(fd: int, pieces: list[bytes | pa.Buffer]) -> None:
+    views = [memoryview(p) for p in pieces]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
+
+
+def writer_error(exc: BaseException, label: str) -> WriterError:
+    path = getattr(exc, "filename", None)
+    return WriterError(
+        f"the writer of {label} failed: {type(exc).__name__}: {exc}. "
+        f"Rows published before the failure are intact; rows not yet written are kept and retried.",
+        path=path if isinstance(path, str) else None,
+    )
