@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -404,7 +405,9 @@ class Experiment:
         barrier = self._writer.flush(self._exit_timeout if timeout is None else timeout, final=True)
         if not barrier.done.is_set():
             return self._writer.pending_rows()
-        self._release("failed" if self._failed else "finished")
+        # The interpreter sets sys.last_value when the script died of an uncaught exception.
+        crashed = getattr(sys, "last_value", None) is not None
+        self._release("failed" if self._failed or crashed else "finished")
         return 0
 
     def _release(self, status: str) -> None:
@@ -416,7 +419,7 @@ class Experiment:
             _exit.unregister(self)
 
     def _on_publish(self) -> None:
-        """Called by the writer after each flush: refresh the metadata files."""
+        """Called by the writer after each flush: refresh the metadata files (the heartbeat)."""
         with self._lock:
             dirty, self._tags_dirty = self._tags_dirty, False
             tags = {k: _layout.tag_text(v) for k, v in self.tags.items()} if dirty else None

@@ -178,6 +178,8 @@ class Writer:
                     if flush:
                         self.media.wait_idle()
                     self._publish(final=final, flush=flush)
+                if flush:
+                    self._on_publish()
             except BaseException as exc:
                 failure = exc
                 self._fail(exc)
@@ -265,8 +267,6 @@ class Writer:
             except BaseException as exc:  # one failing sink must not stop the others
                 errors.append(exc)
         self.published_end = end
-        if flush:
-            self._on_publish()
         if errors:
             raise errors[0]
 
