@@ -175,29 +175,34 @@ class Experiment:
             on_drain=self._release_bytes,
         )
         if "csv" in formats:
-            sinks.append(CsvSink(os.path.join(self.log_dir, _layout.CSV), self._writer.read_all))
+            sinks.append(CsvSink(os.path.join(self.log_dir, _layout.CSV), self._writer))
         if "parquet" in formats:
-            sinks.append(ParquetSink(os.path.join(self.log_dir, _layout.PARQUET), self._writer.read_all))
-        if existing.num_rows:
-            # Resuming: bring the published files in line with the journal once,
+            sinks.append(ParquetSink(os.path.join(self.log_dir, _layout.PARQUET), self._writer, rows=existing))
+        if existing:
+            # Resuming: rebuild the published files from the journal once,
             # whatever a crash left them as.
             for sink in sinks:
-                sink.write(existing)
                 sink.close()
         self._write_meta("running")
         _layout.write_tags(self.log_dir, {k: _layout.tag_text(v) for k, v in self.tags.items()})
 
-    def _recover(self, journal_path: str, media_dir: str) -> pa.Table:
-        """Load what an earlier session of this version left: rows, tags, step, names."""
-        frames, end = _journal.read_frames(journal_path)
+    def _recover(self, journal_path: str, media_dir: str) -> int:
+        """Load what an earlier session of this version left (tags, step, columns); return its row count."""
+        rows = 0
+        end = 0
+        last_step = -1
+        for frame, end in _journal.iter_frames(journal_path):
+            rows += frame.num_rows
+            if frame.num_rows:
+                last_step = frame.column("step")[-1].as_py()
+            for field in frame.schema:
+                if field.name not in ("step", "created_at"):
+                    old = self._columns.get(field.name)
+                    self._columns[field.name] = field.type if old is None else widen(old, field.type, field.name)
         if os.path.exists(journal_path) and os.path.getsize(journal_path) > end:
             os.truncate(journal_path, end)  # a torn frame from a crash
-        table = concat(frames)
-        for field in table.schema:
-            if field.name not in ("step", "created_at"):
-                self._columns[field.name] = field.type
-        if table.num_rows:
-            self._steps = itertools.count(table.column("step")[-1].as_py() + 1)
+        if rows:
+            self._steps = itertools.count(last_step + 1)
         self.tags.update(_layout.read_tags(self.log_dir))
         old = _layout.read_meta(self.log_dir)
         if old.get("created_at"):
@@ -205,7 +210,7 @@ class Experiment:
         if self.description is None and old.get("description") is not None:
             self.description = old["description"]
         self._media_names.update(os.listdir(media_dir))
-        return table
+        return rows
 
     # -- the hot path ----------------------------------------------------------
 

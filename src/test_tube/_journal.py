@@ -41,35 +41,41 @@ def read_frames(path: str | os.PathLike[str], start: int = 0) -> tuple[list[pa.T
     A missing file reads as no frames.  Anything after the returned offset is a
     torn or corrupt tail left by a crash (or a frame still being written).
     """
-    try:
-        with open(path, "rb") as f:
-            f.seek(start)
-            data = f.read()
-    except FileNotFoundError:
-        return [], start
     tables: list[pa.Table] = []
-    end = 0
-    for table, end in _frames(data):
+    end = start
+    for table, end in iter_frames(path, start):
         tables.append(table)
-    return tables, start + end
+    return tables, end
 
 
-def _frames(data: bytes) -> Iterator[tuple[pa.Table, int]]:
-    view = memoryview(data)
-    offset = 0
-    size = len(data)
-    while offset + _HEADER.size <= size:
-        magic, length, crc = _HEADER.unpack_from(view, offset)
-        start = offset + _HEADER.size
-        stop = start + length
-        if magic != MAGIC or stop > size:
-            return
-        payload = view[start:stop]
-        if zlib.crc32(payload) != crc:
-            return
-        try:
-            table = pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
-        except (pa.ArrowInvalid, OSError):
-            return
-        offset = stop
-        yield table, offset
+def iter_frames(
+    path: str | os.PathLike[str], start: int = 0, stop: int | None = None
+) -> Iterator[tuple[pa.Table, int]]:
+    """Yield each complete frame from byte ``start`` (up to ``stop``) with the offset after it.
+
+    Frames are read one at a time, so rebuilding a file from a long journal
+    holds one frame in memory, not the run.
+    """
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with f:
+        f.seek(start)
+        offset = start
+        while stop is None or offset < stop:
+            header = f.read(_HEADER.size)
+            if len(header) < _HEADER.size:
+                return
+            magic, length, crc = _HEADER.unpack(header)
+            if magic != MAGIC:
+                return
+            payload = f.read(length)
+            if len(payload) < length or zlib.crc32(payload) != crc:
+                return
+            try:
+                table = pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
+            except (pa.ArrowInvalid, OSError):
+                return
+            offset += _HEADER.size + length
+            yield table, offset

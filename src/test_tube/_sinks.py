@@ -3,12 +3,14 @@
 Both sinks share one small protocol, driven by the writer thread only:
 
 * ``write(table)`` receives rows that are already in the journal, in logging order;
-* ``flush()`` makes the file current as far as the sink promises;
+* ``flush(wait)`` makes the file as current as the sink promises (``wait``: a
+  caller is blocked in ``save()``, finish any background work first);
 * ``close()`` makes it complete.
 
-``rebuild`` is a callable returning every journaled row as one table; a sink
-uses it when appending is not enough (a new column in the CSV header, a fresh
-Parquet file), which keeps the total cost linear in the run.
+When appending is not enough (a new column in the CSV header, a fresh Parquet
+file) a sink rebuilds its file from a :class:`Source`, which streams the
+journal one frame at a time: memory stays bounded however long the run, and
+rebuilding only on a new column or on doubling keeps the total work linear.
 """
 
 from __future__ import annotations
@@ -17,21 +19,35 @@ import csv
 import io
 import os
 import struct
-from collections.abc import Callable
+import threading
+from collections.abc import Iterator
 from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ._layout import publish
 
-Rebuild = Callable[[], pa.Table]
+class Source(Protocol):
+    """Where a sink rebuilds from: the journal as written so far."""
+
+    def schema(self) -> pa.Schema:
+        """Every column so far, in first-seen order, with its current type."""
+        ...
+
+    def frames(self, schema: pa.Schema, stop: int | None = None) -> Iterator[pa.Table]:
+        """The journaled rows up to byte ``stop``, frame by frame, conformed to ``schema``."""
+        ...
+
+    @property
+    def published_end(self) -> int:
+        """The journal offset up to which the sinks have been handed rows."""
+        ...
 
 
 class Sink(Protocol):
     def write(self, table: pa.Table) -> None: ...
-    def flush(self) -> None: ...
+    def flush(self, wait: bool) -> None: ...
     def close(self) -> None: ...
 
 
@@ -43,20 +59,26 @@ class CsvSink:
     ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC), floats with a ``.0`` when whole.
     """
 
-    def __init__(self, path: str, rebuild: Rebuild) -> None:
+    def __init__(self, path: str, source: Source) -> None:
         self.path = path
-        self._rebuild = rebuild
+        self._source = source
         self._columns: list[str] | None = None
 
     def write(self, table: pa.Table) -> None:
         if self._columns is None or not set(table.column_names) <= set(self._columns):
-            self.rewrite(self._rebuild())
+            self.rewrite()
             return
         data = format_rows(table, self._columns)
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
             try:
-                _write_all(fd, data)
+                size = os.fstat(fd).st_size
+                try:
+                    _write_all(fd, data)
+                except BaseException:
+                    # Cut a partial line off again (a full disk), so readers never see a torn row.
+                    os.ftruncate(fd, size)
+                    raise
             finally:
                 os.close(fd)
         except BaseException:
@@ -64,56 +86,124 @@ class CsvSink:
             self._columns = None
             raise
 
-    def rewrite(self, table: pa.Table) -> None:
-        """Publish the whole file from ``table`` (every row so far)."""
-        columns = table.column_names
-        publish(self.path, header(columns) + format_rows(table, columns), fsync=False)
+    def rewrite(self) -> None:
+        """Publish the whole file from the journal (every row handed to the sinks so far)."""
+        schema = self._source.schema()
+        columns = schema.names
+        folder, base = os.path.split(self.path)
+        tmp = os.path.join(folder, f".{base}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(header(columns))
+            for frame in self._source.frames(schema, self._source.published_end):
+                f.write(format_rows(frame, columns))
+        os.replace(tmp, self.path)
         self._columns = columns
 
-    def flush(self) -> None:
+    def flush(self, wait: bool) -> None:
         pass  # every write() is already in the file
 
     def close(self) -> None:
         if self._columns is None:
-            self.rewrite(self._rebuild())
+            self.rewrite()
 
 
 class ParquetSink:
     """``metrics.parquet``: rewritten whole, often enough to stay at most half a run behind.
 
-    A rewrite happens on ``flush()`` when the rows since the last rewrite reach
-    the rows the file holds, so the total work stays linear; ``close()`` always
-    brings it up to date.
+    A flush starts a rewrite when the rows since the last rewrite reach the
+    rows the file holds, so the total work stays linear.  The rewrite streams
+    the journal on a background thread (pyarrow releases the GIL for most of
+    it), so the writer keeps draining the queue meanwhile; ``close()`` always
+    brings the file up to date.
     """
 
-    def __init__(self, path: str, rebuild: Rebuild, rows_in_file: int = 0) -> None:
+    def __init__(self, path: str, source: Source, *, rows: int = 0) -> None:
+        """``rows``: rows already journaled (when resuming a run)."""
         self.path = path
-        self._rebuild = rebuild
-        self._rows_in_file = rows_in_file
-        self._rows = rows_in_file
-        self._exists = os.path.exists(path)
+        self._source = source
+        self._rows_in_file = -1  # unknown: the first flush publishes
+        self._rows = rows
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     def write(self, table: pa.Table) -> None:
         self._rows += table.num_rows
 
-    def flush(self) -> None:
-        if self._rows - self._rows_in_file >= max(self._rows_in_file, 1):
-            self._publish()
+    def flush(self, wait: bool) -> None:
+        if self._thread is None and self._rows - self._rows_in_file >= max(self._rows_in_file, 1):
+            self._thread = threading.Thread(
+                target=self._rewrite_in_background,
+                args=(self._source.schema(), self._source.published_end, self._rows),
+                name="test_tube-parquet",
+                daemon=True,
+            )
+            self._thread.start()
+        if wait:
+            self.wait()
+
+    def wait(self) -> None:
+        """Wait for a rewrite in progress; raise its error, if any."""
+        thread = self._thread
+        if thread is not None:
+            thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
     def close(self) -> None:
-        if self._rows != self._rows_in_file or not self._exists:
-            self._publish()
+        self.wait()
+        if self._rows != self._rows_in_file:
+            self._rewrite(self._source.schema(), self._source.published_end, self._rows)
 
-    def _publish(self) -> None:
-        table = self._rebuild()
+    def _rewrite_in_background(self, schema: pa.Schema, stop: int, rows: int) -> None:
+        try:
+            self._rewrite(schema, stop, rows)
+        except BaseException as exc:  # handed to the writer by wait()
+            self._error = exc
+
+    def _rewrite(self, schema: pa.Schema, stop: int, rows: int) -> None:
         folder, base = os.path.split(self.path)
         tmp = os.path.join(folder, f".{base}.{os.getpid()}.tmp")
         # Dictionary encoding only pays for text; on float columns it triples the cost.
-        text = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=text or False)
+        text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+        with pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=text or False) as writer:
+            for table in _batched(self._source.frames(schema, stop)):
+                writer.write_table(table, row_group_size=_ROW_GROUP)
         os.replace(tmp, self.path)
-        self._rows_in_file = self._rows = table.num_rows
-        self._exists = True
+        self._rows_in_file = rows
+
+
+_ROW_GROUP = 1 << 17
+
+
+def _batched(frames: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """Group small frames (frequent saves) into row groups of a useful size."""
+    held: list[pa.Table] = []
+    count = 0
+    for frame in frames:
+        held.append(frame)
+        count += frame.num_rows
+        if count >= _ROW_GROUP:
+            yield pa.concat_tables(held)
+            held, count = [], 0
+    if held:
+        yield pa.concat_tables(held)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly the columns of ``schema``: missing ones null, types widened."""
+    if table.schema.equals(schema):
+        return table
+    names = table.schema.names
+    columns = []
+    for field in schema:
+        if field.name in names:
+            column = table.column(field.name)
+            columns.append(column if column.type == field.type else column.cast(field.type, safe=False))
+        else:
+            columns.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def header(columns: list[str]) -> bytes:

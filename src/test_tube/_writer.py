@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -30,7 +30,7 @@ from . import _journal
 from ._errors import WriterError
 from ._media import MediaEncoder
 from ._rows import SHAPE, SHAPES, STEP, TIME
-from ._sinks import Sink
+from ._sinks import Sink, conform
 
 #: Rows (or bytes) after which a batch is journaled without waiting for the next flush.
 BATCH_ROWS = 65_536
@@ -177,7 +177,7 @@ class Writer:
                 if barriers or final or self.autosave:
                     if flush:
                         self.media.wait_idle()
-                    self._publish(final=final, flush=flush)
+                    self._publish(final=final, flush=flush, wait=bool(barriers))
                 if flush:
                     self._on_publish()
             except BaseException as exc:
@@ -251,9 +251,10 @@ class Writer:
             if os.fstat(self._journal_fd).st_nlink == 0:
                 raise FileNotFoundError(f"the journal {self.journal_path} was deleted while the run was writing it")
 
-    def _publish(self, *, final: bool, flush: bool) -> None:
+    def _publish(self, *, final: bool, flush: bool, wait: bool) -> None:
         """Hand the journaled rows not yet published to the sinks."""
         tables, end = _journal.read_frames(self.journal_path, self.published_end)
+        self.published_end = end
         errors: list[BaseException] = []
         new = concat(tables) if tables else None
         for sink in self.sinks:
@@ -263,16 +264,21 @@ class Writer:
                 if final:
                     sink.close()
                 elif flush:
-                    sink.flush()
+                    sink.flush(wait)
             except BaseException as exc:  # one failing sink must not stop the others
                 errors.append(exc)
-        self.published_end = end
         if errors:
             raise errors[0]
 
-    def read_all(self) -> pa.Table:
-        """Every journaled row, for sinks that rebuild their file."""
-        return concat(_journal.read_frames(self.journal_path)[0])
+    # -- the Source that sinks rebuild from ------------------------------------
+
+    def schema(self) -> pa.Schema:
+        """Every column so far in first-seen order, with its current (widest) type."""
+        return pa.schema([*BASE_SCHEMA, *(pa.field(k, t) for k, t in list(self.columns.items()))])
+
+    def frames(self, schema: pa.Schema, stop: int | None = None) -> Iterator[pa.Table]:
+        for table, _ in _journal.iter_frames(self.journal_path, 0, stop):
+            yield conform(table, schema)
 
     def _fail(self, exc: BaseException) -> None:
         if self.error is None:
