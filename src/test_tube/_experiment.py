@@ -119,6 +119,7 @@ class Experiment:
         self._steps = itertools.count()
         self._media_names: set[str] = set()
         self._closed = False
+        self._released = False
         self._pid = os.getpid()
         self._tags_dirty = False
         self._failed = False
@@ -173,6 +174,7 @@ class Experiment:
             max_pending_bytes=max(self._max_bytes, 64 * 2**20),
             on_publish=self._on_publish,
             on_drain=self._release_bytes,
+            on_error=self._on_writer_error,
         )
         if "csv" in formats:
             sinks.append(CsvSink(os.path.join(self.log_dir, _layout.CSV), self._writer))
@@ -224,7 +226,8 @@ class Experiment:
         a value that cannot be stored, and then nothing of the row is queued.
         """
         try:
-            row = metrics.copy()
+            # Any mapping is accepted; plain dicts (the common case) take this path.
+            row = metrics.copy()  # type: ignore[attr-defined]
             code = self._fast.get((*row, *map(type, row.values())))
         except Exception:  # not a dict, or an unhashable key: the slow path explains
             return self._log_slow(metrics, step, global_step)
@@ -328,6 +331,10 @@ class Experiment:
                 writer.cycle()
             writer.drained.wait(0.05)
 
+    def _on_writer_error(self) -> None:
+        # Send every log() through the slow path, which raises the error.
+        self._fast = {}
+
     def _release_bytes(self, nbytes: int) -> None:
         if nbytes:
             with self._lock:
@@ -384,18 +391,23 @@ class Experiment:
         if not barrier.done.is_set():
             raise TimeoutError(f"{what}(): the writer did not finish in time; rows are still queued")
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Flush, complete ``metrics.parquet``, stop the writer and release the version.
 
-        A second call does nothing; ``log()`` afterwards raises ``ExperimentClosedError``.
+        Blocks until done, or ``timeout`` seconds (then raises ``TimeoutError``;
+        the rows still queued are written by the final flush at exit).  A second
+        call does nothing; ``log()`` afterwards raises ``ExperimentClosedError``.
         """
         if self.debug or self._closed or self._pid != os.getpid():
             self._closed = True
             return
         self._closed = True
         self._fast = {}
+        barrier = self._writer.flush(timeout, final=True)
+        if not barrier.done.is_set():
+            # Not released: the final flush at exit tries again for what is left.
+            raise TimeoutError(f"close(): the writer did not finish within {timeout} s; rows are still queued")
         try:
-            barrier = self._writer.flush(None, final=True)
             self._writer.thread.join(5.0)
             self._after_barrier(barrier, "close")
         finally:
@@ -403,7 +415,7 @@ class Experiment:
 
     def _final_close(self, timeout: float | None) -> int:
         """The flush at interpreter exit; returns the number of rows it could not write."""
-        if self._closed:
+        if self._released:
             return 0
         self._closed = True
         self._fast = {}
@@ -416,9 +428,11 @@ class Experiment:
         return 0
 
     def _release(self, status: str) -> None:
+        self._released = True
         try:
             self._write_meta(status)
         finally:
+            self._media.stop()
             self._writer.close_files()
             os.close(self._lock_fd)
             _exit.unregister(self)
@@ -506,10 +520,10 @@ def _resolve_step(step: Any, global_step: Any) -> int | None:
     if type(step) is bool or not isinstance(step, (int, np.integer)):
         raise LogTypeError(f"log(): step must be an int, got {type(step).__name__} {step!r}", key="step",
                            value_type=type(step))
-    step = int(step)
-    if not INT64_MIN <= step <= INT64_MAX:
-        raise LogValueError(f"log(): step {step} does not fit in a 64-bit integer", key="step")
-    return step
+    value = int(step)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise LogValueError(f"log(): step {value} does not fit in a 64-bit integer", key="step")
+    return value
 
 
 def _is_array_like(value: Any) -> bool:

@@ -99,6 +99,13 @@ class MediaEncoder:
     def pending(self) -> int:
         return self._in_flight
 
+    def stop(self) -> None:
+        """Let the encoder threads finish: each takes one stop marker after the queued images."""
+        with self._lock:
+            threads, self._threads = self._threads, []
+        for _ in threads:
+            self._jobs.put(_STOP)
+
     def take_error(self) -> BaseException | None:
         with self._lock:
             if not self._errors:

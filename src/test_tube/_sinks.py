@@ -231,9 +231,12 @@ def format_rows(table: pa.Table, columns: list[str]) -> bytes:
     lines = pc.binary_join_element_wise(lines, pa.scalar("", _TEXT), pa.scalar("\n", _TEXT))
     if isinstance(lines, pa.ChunkedArray):
         lines = lines.combine_chunks()
+    # The lines are one contiguous run of bytes in the array's data buffer.
     _, offsets, data = lines.buffers()
-    first, last = _OFFSETS.unpack_from(offsets, lines.offset * 8)[0], _OFFSETS.unpack_from(offsets, (lines.offset + n) * 8)[0]
-    return data.to_pybytes()[first:last]
+    first = _OFFSETS.unpack_from(offsets, lines.offset * 8)[0]
+    last = _OFFSETS.unpack_from(offsets, (lines.offset + n) * 8)[0]
+    text: bytes = data.slice(first, last - first).to_pybytes()
+    return text
 
 
 _TEXT = pa.large_string()

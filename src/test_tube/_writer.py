@@ -81,6 +81,7 @@ class Writer:
         max_pending_bytes: int,
         on_publish: Callable[[], None],
         on_drain: Callable[[int], None],
+        on_error: Callable[[], None],
     ) -> None:
         self.label = label
         self.queue = queue
@@ -93,6 +94,7 @@ class Writer:
         self.max_pending_bytes = max_pending_bytes
         self._on_publish = on_publish
         self._on_drain = on_drain
+        self._on_error = on_error
         self.error: BaseException | None = None
         self.wake = threading.Event()
         self.drained = threading.Event()
@@ -283,10 +285,12 @@ class Writer:
     def _fail(self, exc: BaseException) -> None:
         if self.error is None:
             self.error = exc
+        self._on_error()
 
     def pending_rows(self) -> int:
         """Rows submitted but not yet in the journal (for the exit warning)."""
-        return sum(t.num_rows for t in self._pending) + sum(1 for i in list(self.queue) if type(i) is not Barrier)
+        journal_rows: int = sum(t.num_rows for t in self._pending)
+        return journal_rows + sum(1 for i in list(self.queue) if type(i) is not Barrier)
 
     def close_files(self) -> None:
         os.close(self._journal_fd)
