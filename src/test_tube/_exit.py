@@ -28,7 +28,7 @@ from ._errors import FinalFlushWarning
 
 
 class _Closable(Protocol):
-    def _final_close(self, timeout: float | None) -> int: ...
+    def _final_close(self, timeout: float | None) -> tuple[int, str]: ...
     def _after_fork_in_child(self) -> None: ...
 
 
@@ -114,16 +114,13 @@ def flush_all() -> None:
     try:
         for exp in exps:
             try:
-                lost = exp._final_close(None)
+                lost, why = exp._final_close(None)
             except BaseException as exc:  # report, never change the exit status
                 print(f"test_tube: final flush failed: {type(exc).__name__}: {exc}", file=sys.stderr)
                 continue
-            if lost:
-                warnings.warn(
-                    f"test_tube: {lost} rows were not written at exit: the final flush timed out",
-                    FinalFlushWarning,
-                    stacklevel=1,
-                )
+            if why:
+                warnings.warn(f"test_tube: {lost} rows were not written at exit: {why}", FinalFlushWarning,
+                              stacklevel=1)
     finally:
         restore()
 

@@ -413,19 +413,22 @@ class Experiment:
         finally:
             self._release("failed" if self._failed else "finished")
 
-    def _final_close(self, timeout: float | None) -> int:
-        """The flush at interpreter exit; returns the number of rows it could not write."""
+    def _final_close(self, timeout: float | None) -> tuple[int, str]:
+        """The flush at interpreter exit: the rows it could not write, and why."""
         if self._released:
-            return 0
+            return 0, ""
         self._closed = True
         self._fast = {}
-        barrier = self._writer.flush(self._exit_timeout if timeout is None else timeout, final=True)
+        limit = self._exit_timeout if timeout is None else timeout
+        barrier = self._writer.flush(limit, final=True)
         if not barrier.done.is_set():
-            return self._writer.pending_rows()
+            return self._writer.pending_rows(), f"the final flush timed out after {limit} s"
+        error = self._writer.take_error() or barrier.error
+        lost = self._writer.pending_rows() if error is not None else 0
         # The interpreter sets sys.last_value when the script died of an uncaught exception.
         crashed = getattr(sys, "last_value", None) is not None
-        self._release("failed" if self._failed or crashed else "finished")
-        return 0
+        self._release("failed" if self._failed or crashed or error is not None else "finished")
+        return lost, "" if error is None else f"the writer failed: {type(error).__name__}: {error}"
 
     def _release(self, status: str) -> None:
         self._released = True
