@@ -646,3 +646,23 @@ def test_csv_is_current_after_each_save_and_never_quadratic(tmp_path: Path) -> N
         previous = data
     exp.close()
     _ = io  # keep the import for readers of this file who add byte-level checks
+
+
+def test_resuming_a_version_of_the_original_keeps_its_rows(tmp_path: Path) -> None:
+    """A version folder written by test-tube 0.7.5 (metrics.csv only) is resumed without losing a row."""
+    log_dir = tmp_path / "old" / "version_0"
+    log_dir.mkdir(parents=True)
+    (log_dir / "metrics.csv").write_text(
+        "train_loss,epoch,created_at,val_loss,val_acc\n"
+        "0.9,0.0,2026-11-29 17:33:26.054121,,\n"
+        ",,2026-11-29 17:33:26.054156,1.1,0.4\n"
+    )
+    (log_dir / "meta_tags.csv").write_text("key,value\nlr,0.001\n")
+    with Experiment(name="old", save_dir=tmp_path, version=0) as exp:
+        assert exp.tags == {"lr": 0.001}
+        exp.log({"train_loss": 0.5})
+    rows = csv_rows(exp.log_dir)
+    assert [r["step"] for r in rows] == ["0", "1", "2"]
+    assert [r["train_loss"] for r in rows] == ["0.9", "", "0.5"]
+    assert rows[1]["created_at"] == "2026-11-29 17:33:26.054156"
+    assert test_tube.read(exp.log_dir).column("val_acc").to_pylist() == [None, 0.4, None]

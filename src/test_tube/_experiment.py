@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import _exit, _git, _journal, _layout
 from ._errors import ExperimentClosedError, LogTypeError, LogValueError, WriterError
 from ._media import MediaEncoder
+from ._read import _read_legacy_csv
 from ._rows import (
     DIRECT_TYPES,
     INT64_MAX,
@@ -190,6 +192,8 @@ class Experiment:
 
     def _recover(self, journal_path: str, media_dir: str) -> int:
         """Load what an earlier session of this version left (tags, step, columns); return its row count."""
+        if not os.path.exists(journal_path):
+            _import_legacy_csv(self.log_dir, journal_path)
         rows = 0
         end = 0
         last_step = -1
@@ -511,6 +515,37 @@ class Experiment:
     def __repr__(self) -> str:
         state = "debug" if self.debug else ("closed" if self._closed else "open")
         return f"<Experiment {self.name!r} version={self.version} {state} log_dir={self.log_dir!r}>"
+
+
+def _import_legacy_csv(log_dir: str, journal_path: str) -> None:
+    """Carry the rows of a version written by the original test-tube into a new journal.
+
+    Without this, resuming such a version would publish a metrics.csv holding
+    only the new rows.  The original had no ``step`` column: the row index is used.
+    """
+    csv_path = os.path.join(log_dir, _layout.CSV)
+    if not os.path.exists(csv_path):
+        return
+    table = _read_legacy_csv(csv_path)
+    if table.num_rows == 0:
+        return
+    n = table.num_rows
+    step = table.column("step").cast(pa.int64()) if "step" in table.column_names else pa.array(range(n), pa.int64())
+    created = table.column("created_at") if "created_at" in table.column_names else pa.nulls(n, pa.string())
+    if not pa.types.is_timestamp(created.type):
+        created = pc.strptime(created.cast(pa.string()), "%Y-%m-%d %H:%M:%S.%f", "us", error_is_null=True)
+    created = pc.assume_timezone(created.cast(pa.timestamp("us")), "UTC")
+    arrays, names = [step, created], ["step", "created_at"]
+    for name in table.column_names:
+        if name not in ("step", "created_at"):
+            column = table.column(name)
+            if pa.types.is_string(column.type) or pa.types.is_null(column.type):
+                column = column.cast(STR if pa.types.is_string(column.type) else pa.null())
+            arrays.append(column)
+            names.append(name)
+    pieces = _journal.encode(pa.Table.from_arrays(arrays, names=names))
+    data = b"".join(bytes(memoryview(p)) for p in pieces)
+    _layout.publish(journal_path, data)
 
 
 def _resolve_step(step: Any, global_step: Any) -> int | None:
