@@ -33,5 +33,20 @@ def read(log_dir: str | os.PathLike[str]) -> pa.Table:
         return pq.read_table(parquet)
     legacy = os.path.join(log_dir, _layout.CSV)
     if os.path.exists(legacy) and not os.path.exists(os.path.join(log_dir, _layout.JOURNAL)):
-        return pacsv.read_csv(legacy)
+        return _read_legacy_csv(legacy)
     return empty_table()
+
+
+def _read_legacy_csv(path: str) -> pa.Table:
+    """The complete lines of a CSV: a last line without its newline is a tear, never a value.
+
+    Readers take a torn tail such as ``3,0.`` for the value ``0.0``; dropping it
+    keeps a crash from inventing a value that was never logged.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
+    if not data.strip():
+        return empty_table()
+    return pacsv.read_csv(pa.BufferReader(data))
