@@ -598,6 +598,8 @@ def test_sigterm_flushes_and_exits_143(tmp_path: Path) -> None:
     proc.terminate()
     assert proc.wait(timeout=60) == 143
     assert test_tube.read(tmp_path / "term" / "version_0").num_rows == 5000
+    meta = json.loads((tmp_path / "term" / "version_0" / "meta.experiment").read_text())
+    assert (meta["status"], meta["end_reason"]) == ("failed", "signal SIGTERM")
 
 
 def test_forked_child_cannot_log_and_does_not_flush_parent_rows(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from ._experiment import Experiment
 from ._git import checkout_snapshot
 from ._hyperopt_pool import TrialError
 from ._read import read
+from ._runs import runs
 from .argparse_hopt import HyperOptArgumentParser
 
 __version__ = "0.8.0.dev0"
@@ -35,4 +36,5 @@ __all__ = [
     "__version__",
     "checkout_snapshot",
     "read",
+    "runs",
 ]

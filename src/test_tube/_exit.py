@@ -37,6 +37,8 @@ _lock = threading.Lock()
 _hooks_installed = False
 _previous_sigterm: Any = None
 _sigterm_installed = False
+#: The signal that ended the process through our handler, if any (recorded in meta.experiment).
+received_signal: int | None = None
 
 
 def register(exp: _Closable) -> None:
@@ -89,6 +91,8 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         return
     if previous == signal.SIG_IGN:
         return
+    global received_signal
+    received_signal = signum
     # Exit like the default action would (status 128 + 15), but through
     # SystemExit so that atexit handlers, and with them the final flush, run.
     raise SystemExit(128 + signum)

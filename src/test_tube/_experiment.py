@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import sys
 import threading
 import time
@@ -125,7 +126,6 @@ class Experiment:
         self._pid = os.getpid()
         self._tags_dirty = False
         self._failed = False
-        self._meta: dict[str, Any] = {}
         exp_dir = _layout.experiment_dir(self.save_dir, name)
         if self.debug:
             self.version = version if version is not None else _layout.next_version(exp_dir)
@@ -411,11 +411,15 @@ class Experiment:
         if not barrier.done.is_set():
             # Not released: the final flush at exit tries again for what is left.
             raise TimeoutError(f"close(): the writer did not finish within {timeout} s; rows are still queued")
+        reason = "exception in with block" if self._failed else "close"
         try:
             self._writer.thread.join(5.0)
             self._after_barrier(barrier, "close")
+        except BaseException as exc:
+            reason = f"writer error: {type(exc.__cause__ or exc).__name__}"
+            raise
         finally:
-            self._release("failed" if self._failed else "finished")
+            self._release("finished" if reason == "close" else "failed", reason)
 
     def _final_close(self, timeout: float | None) -> tuple[int, str]:
         """The flush at interpreter exit: the rows it could not write, and why."""
@@ -430,14 +434,22 @@ class Experiment:
         error = self._writer.take_error() or barrier.error
         lost = self._writer.pending_rows() if error is not None else 0
         # The interpreter sets sys.last_value when the script died of an uncaught exception.
-        crashed = getattr(sys, "last_value", None) is not None
-        self._release("failed" if self._failed or crashed or error is not None else "finished")
+        uncaught = getattr(sys, "last_value", None)
+        if error is not None:
+            reason = f"writer error: {type(error).__name__}"
+        elif _exit.received_signal is not None:
+            reason = f"signal {signal.Signals(_exit.received_signal).name}"
+        elif uncaught is not None:
+            reason = f"uncaught {type(uncaught).__name__}"
+        else:
+            reason = "exit"
+        self._release("finished" if reason == "exit" and not self._failed else "failed", reason)
         return lost, "" if error is None else f"the writer failed: {type(error).__name__}: {error}"
 
-    def _release(self, status: str) -> None:
+    def _release(self, status: str, reason: str) -> None:
         self._released = True
         try:
-            self._write_meta(status)
+            self._write_meta(status, reason)
         finally:
             self._media.stop()
             self._writer.close_files()
@@ -454,7 +466,7 @@ class Experiment:
         if not self._closed:
             self._write_meta("running")
 
-    def _write_meta(self, status: str) -> None:
+    def _write_meta(self, status: str, end_reason: str | None = None) -> None:
         now = _utc_text()
         meta = {
             "name": self.name,
@@ -471,11 +483,11 @@ class Experiment:
             "host": _layout.host(),
             "updated_at": now,
             "ended_at": None if status == "running" else now,
+            "end_reason": end_reason,
             "flush_interval": self._writer.flush_interval,
             "git": self._git,
         }
         _layout.write_meta(self.log_dir, meta)
-        self._meta = meta
 
     def _after_fork_in_child(self) -> None:
         self._fast = {}
