@@ -68,7 +68,8 @@ def iter_frames(
             if len(header) < _HEADER.size:
                 return
             magic, length, crc = _HEADER.unpack(header)
-            if magic != MAGIC:
+            # A length torn or flipped into a huge number must end the read, not allocate it.
+            if magic != MAGIC or length > os.fstat(f.fileno()).st_size - offset - _HEADER.size:
                 return
             payload = f.read(length)
             if len(payload) < length or zlib.crc32(payload) != crc:

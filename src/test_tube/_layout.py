@@ -85,6 +85,7 @@ def lock(log_dir: str) -> int:
 
     Raises ``VersionInUseError`` when another live process holds it.  The kernel
     drops the lock when the holder dies, so a crashed run never stays locked.
+    Temp files a killed holder left behind are removed once the lock is ours.
     """
     fd = os.open(os.path.join(log_dir, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
@@ -96,7 +97,28 @@ def lock(log_dir: str) -> int:
             f"use another version, or close the other Experiment first",
             log_dir=log_dir,
         ) from None
+    remove_stale_temps(log_dir)
     return fd
+
+
+def remove_stale_temps(log_dir: str) -> None:
+    """Delete the ``.<file>.tmp`` files of publishes that a crash interrupted.
+
+    Only the holder of the lock publishes in a version folder, so while we hold
+    it every such file is a leftover; without this, each kill could leave one
+    (a footer-less Parquet file among them) for good.
+    """
+    for folder in (log_dir, os.path.join(log_dir, MEDIA)):
+        try:
+            names = os.listdir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in names:
+            if name.startswith(".") and name.endswith(".tmp"):
+                try:
+                    os.remove(os.path.join(folder, name))
+                except FileNotFoundError:
+                    pass
 
 
 def publish(path: str, data: bytes, *, fsync: bool = True) -> None:

@@ -235,7 +235,11 @@ def _numpy(key: str, value: Any) -> tuple[Any, pa.DataType, bool]:
     column = _dtype_column(key, value.dtype.name, type(value))
     # A 0-d array is mutable and exotic scalars (uint64, longdouble) need range
     # checks: both become plain Python scalars now.
-    return normalise(key, value.item())[0], column, False
+    item = value.item()
+    if isinstance(item, np.generic):
+        # longdouble's item() returns a longdouble again; it becomes a float64 column.
+        item = float(item)
+    return normalise(key, item)[0], column, False
 
 
 def _dtype_column(key: str, dtype: str, t: type) -> pa.DataType:

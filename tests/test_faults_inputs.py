@@ -1,0 +1,275 @@
+"""Bad inputs: a clear exception at the call or a documented round trip, never a damaged file."""
+
+from __future__ import annotations
+
+import csv
+import decimal
+import math
+import shutil
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import test_tube
+from faultlib import count, same
+from test_tube._errors import LogTypeError, LogValueError
+
+
+def _open(tmp_path: Path, **kw: Any) -> test_tube.Experiment:
+    return test_tube.Experiment("in", save_dir=tmp_path, record_git=False, **kw)
+
+
+def _values(exp: test_tube.Experiment) -> dict[str, list[Any]]:
+    exp.close()
+    return test_tube.read(exp.log_dir).to_pydict()
+
+
+# value -> (column value read back) for everything accepted
+ACCEPTED = [
+    ("nan", float("nan"), float("nan")),
+    ("inf", float("inf"), float("inf")),
+    ("ninf", -float("inf"), -float("inf")),
+    ("none", None, None),
+    ("int64_max", 2**63 - 1, 2**63 - 1),
+    ("int64_min", -(2**63), -(2**63)),
+    ("bool", True, True),
+    ("zero_d_float", np.array(3.5), 3.5),
+    ("zero_d_int", np.array(7, np.int32), 7),
+    ("zero_d_bool", np.array(False), False),
+    ("empty_str", "", ""),
+    ("unicode", "naïve, \"quoted\"\nnew line\r\tü€😀", "naïve, \"quoted\"\nnew line\r\tü€😀"),
+]
+NUMPY_OK = [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+            np.float16, np.float32, np.float64, np.longdouble]
+
+
+@pytest.mark.parametrize(("key", "value", "back"), ACCEPTED, ids=[a[0] for a in ACCEPTED])
+def test_special_values_round_trip(tmp_path: Path, key: str, value: Any, back: Any) -> None:
+    """NaN, infinities, None, int64 limits, 0-d arrays and awkward text read back as logged."""
+    exp = _open(tmp_path)
+    exp.log({key: value, "after": 1})
+    data = _values(exp)
+    assert same(data[key][0], back), data[key]
+    check_readers_plain(exp.log_dir)
+
+
+def check_readers_plain(log_dir: str) -> None:
+    """The published files parse with pandas, Polars, DuckDB and pyarrow."""
+    import duckdb
+    import pandas as pd
+    import polars as pl
+
+    pd.read_csv(Path(log_dir) / "metrics.csv")
+    pl.read_csv(Path(log_dir) / "metrics.csv", infer_schema_length=None)
+    duckdb.sql(f"SELECT count(*) FROM read_csv('{log_dir}/metrics.csv')").fetchall()
+    pq.read_table(Path(log_dir) / "metrics.parquet")
+    pl.read_parquet(Path(log_dir) / "metrics.parquet")
+
+
+@pytest.mark.parametrize("kind", NUMPY_OK, ids=lambda k: k.__name__)
+def test_numpy_scalars_of_every_real_dtype(tmp_path: Path, kind: type) -> None:
+    """Every numpy bool, integer and floating scalar is stored as bool, int64 or float64 with its value."""
+    exp = _open(tmp_path)
+    value = kind(1) if kind is not np.bool_ else kind(True)
+    exp.log({"v": value})
+    exp.log({"v": kind(0) if kind is not np.bool_ else kind(False)})
+    data = _values(exp)
+    want = [True, False] if kind is np.bool_ else ([1.0, 0.0] if issubclass(kind, np.floating) else [1, 0])
+    assert [type(v) for v in data["v"]] == [type(w) for w in want] and data["v"] == want
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "error"),
+    [
+        ("huge", 2**63, LogValueError),
+        ("neg_huge", -(2**64), LogValueError),
+        ("u64_huge", np.uint64(2**64 - 1), LogValueError),
+        ("decimal", decimal.Decimal("1.5"), LogTypeError),
+        ("complex", 1j, LogTypeError),
+        ("c64", np.complex64(1), LogTypeError),
+        ("c128", np.complex128(1), LogTypeError),
+        ("object", object(), LogTypeError),
+        ("list", [1, 2], LogTypeError),
+        ("bytes", b"ab", LogTypeError),
+        ("array_1d", np.array([1.0]), LogTypeError),
+        ("datetime64", np.datetime64("2020-01-01"), LogTypeError),
+        ("np_str", np.str_("hi"), LogTypeError),
+    ],
+)
+def test_unsupported_values_raise_naming_the_key(tmp_path: Path, key: str, value: Any, error: type) -> None:
+    """An unusable value raises LogTypeError/LogValueError naming its key, and nothing of the row is written."""
+    exp = _open(tmp_path)
+    exp.log({"good": 1})
+    with pytest.raises(error) as info:
+        exp.log({"fine": 2.0, key: value})
+    assert info.value.key == key and key in str(info.value)
+    exp.log({"good": 3})
+    data = _values(exp)
+    assert data["good"] == [1, 3] and "fine" not in data and key not in data
+    check_readers_plain(exp.log_dir)
+
+
+@pytest.mark.parametrize(
+    ("key", "error"), [(1, LogTypeError), (None, LogTypeError), (("a",), LogTypeError), ("", LogValueError),
+                       ("step", LogValueError), ("created_at", LogValueError)],
+)
+def test_bad_keys_raise(tmp_path: Path, key: Any, error: type) -> None:
+    """Keys that are not strings, empty, or reserved (step, created_at) raise at the call."""
+    exp = _open(tmp_path)
+    with pytest.raises(error):
+        exp.log({key: 1.0})
+    exp.log({"ok": 1})
+    assert _values(exp)["ok"] == [1]
+
+
+def test_a_key_whose_type_changes_mid_run(tmp_path: Path) -> None:
+    """An int column widens to float (documented); a str into a number column raises naming the key."""
+    exp = _open(tmp_path)
+    for i in range(100):
+        exp.log({"n": i, "b": True})
+    exp.save()
+    exp.log({"n": 0.5, "b": False})
+    with pytest.raises(LogTypeError) as info:
+        exp.log({"n": "text"})
+    assert info.value.key == "n"
+    with pytest.raises(LogTypeError):
+        exp.log({"b": 2.5})
+    data = _values(exp)
+    assert data["n"] == [float(i) for i in range(100)] + [0.5]
+    assert all(type(v) is float for v in data["n"])
+    check_readers_plain(exp.log_dir)
+
+
+def test_a_new_key_first_seen_at_row_ten_thousand(tmp_path: Path) -> None:
+    """A key first seen at row 10,000 reaches the CSV header, the Parquet file and read()."""
+    import pandas as pd
+
+    exp = _open(tmp_path)
+    for i in range(10_000):
+        exp.log({"i": i})
+    exp.save()
+    exp.log({"i": 10_000, "late": 1.5})
+    data = _values(exp)
+    assert data["late"] == [None] * 10_000 + [1.5]
+    df = pd.read_csv(Path(exp.log_dir) / "metrics.csv")
+    assert df.shape == (10_001, 4) and df["late"][10_000] == 1.5 and df["i"].tolist() == list(range(10_001))
+    assert pq.read_table(Path(exp.log_dir) / "metrics.parquet").column("late").to_pylist()[-1] == 1.5
+
+
+def test_ten_thousand_keys_in_one_row(tmp_path: Path) -> None:
+    """One row of 10,000 keys is stored whole, in key order, in every published file."""
+    import pandas as pd
+
+    exp = _open(tmp_path)
+    for i in range(50):
+        exp.log({"i": i})
+    wide = {f"k{j}": float(j) for j in range(10_000)}
+    exp.log(wide)
+    data = _values(exp)
+    assert list(data)[3:] == list(wide)
+    assert [data[k][-1] for k in wide] == list(wide.values()) and data["k0"][:-1] == [None] * 50
+    df = pd.read_csv(Path(exp.log_dir) / "metrics.csv")
+    assert df.shape == (51, 10_003) and df["k9999"][50] == 9999.0
+    assert pq.read_table(Path(exp.log_dir) / "metrics.parquet").num_rows == 51
+
+
+def test_a_ten_megabyte_string(tmp_path: Path) -> None:
+    """A 10 MB string reads back whole from the journal, the CSV and the Parquet file."""
+    exp = _open(tmp_path)
+    big = "x" * (10 * 2**20 - 3) + ",\"\n"
+    exp.log({"big": big, "i": 1})
+    data = _values(exp)
+    assert data["big"] == [big]
+    csv.field_size_limit(2**30)
+    with open(Path(exp.log_dir) / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["big"] == big
+    assert pq.read_table(Path(exp.log_dir) / "metrics.parquet").column("big").to_pylist() == [big]
+
+
+def test_steps_that_repeat_or_go_backwards_are_kept_as_given(tmp_path: Path) -> None:
+    """Explicit steps are stored as given, in logging order, even repeated or decreasing; later rows continue."""
+    exp = _open(tmp_path)
+    for s in [0, 1, 2, 2, 1, 7]:
+        exp.log({"v": s}, step=s)
+    exp.log({"v": -1})
+    exp.log({"v": -2}, global_step=np.int64(3))
+    with pytest.raises(LogTypeError):
+        exp.log({"v": 0}, step=True)
+    with pytest.raises(LogValueError):
+        exp.log({"v": 0}, step=1, global_step=2)
+    assert _values(exp)["step"] == [0, 1, 2, 2, 1, 7, 8, 3]
+
+
+def test_mappings_are_snapshots(tmp_path: Path) -> None:
+    """Any Mapping is accepted, and changing it after log() changes nothing."""
+    exp = _open(tmp_path)
+    row: dict[str, Any] = {"a": 1}
+    exp.log(row)
+    row["a"] = 2
+    exp.log(OrderedDict(a=3))
+    exp.log({"nested": {"x": 1.0}})
+    data = _values(exp)
+    assert data["a"] == [1, 3, None] and data["nested/x"] == [None, None, 1.0]
+
+
+KINDS = {
+    "int": st.integers(-(2**63), 2**63 - 1),
+    "float": st.floats(allow_nan=True, allow_infinity=True),
+    "bool": st.booleans(),
+    "str": st.text(max_size=30),
+}
+
+
+@st.composite
+def runs(draw: st.DrawFn) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    names = draw(st.lists(st.text("abcxyz_/ ,", min_size=1, max_size=5).filter(lambda k: k not in ("step", "created_at") and not k.startswith("/") and not k.endswith("/") and "//" not in k), min_size=1, max_size=5, unique=True))
+    kinds = {name: draw(st.sampled_from(sorted(KINDS))) for name in names}
+    rows = draw(st.lists(
+        st.fixed_dictionaries({}, optional={n: st.one_of(st.none(), KINDS[k]) for n, k in kinds.items()}),
+        min_size=1, max_size=40,
+    ))
+    return kinds, rows
+
+
+@settings(max_examples=count(40, 400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(runs())
+def test_random_rows_read_back_equal(run: tuple[dict[str, str], list[dict[str, Any]]]) -> None:
+    """Random rows of every column kind (with None, NaN, infinities, odd text) read back equal, in every file."""
+    _, rows = run
+    folder = tempfile.mkdtemp(prefix="tt-hyp-")
+    try:
+        exp = test_tube.Experiment("h", save_dir=folder, record_git=False)
+        for r in rows:
+            exp.log(r)
+        exp.close()
+        table = test_tube.read(exp.log_dir)
+        assert table.num_rows == len(rows)
+        data = table.to_pydict()
+        for i, r in enumerate(rows):
+            for name in set(data) - {"step", "created_at"}:
+                assert same(data[name][i], r.get(name)), (i, name, data[name][i], r.get(name))
+        assert set(data) - {"step", "created_at"} == {k for r in rows for k in r}
+        parquet = pq.read_table(Path(exp.log_dir) / "metrics.parquet")
+        assert parquet.num_rows == len(rows)
+        for name in parquet.column_names[2:]:
+            assert all(same(a, b) for a, b in zip(parquet.column(name).to_pylist(), data[name])), name
+        with open(Path(exp.log_dir) / "metrics.csv", newline="", encoding="utf-8") as f:
+            lines = list(csv.reader(f))
+        assert len(lines) == len(rows) + 1
+        header = lines[0]
+        for i, r in enumerate(rows):
+            for name, v in r.items():
+                if isinstance(v, str) and v:
+                    assert lines[i + 1][header.index(name)] == v
+                elif isinstance(v, float) and math.isfinite(v):
+                    assert float(lines[i + 1][header.index(name)]) == v
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
