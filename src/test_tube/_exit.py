@@ -101,8 +101,9 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def flush_all() -> None:
     """The final flush: close every Experiment this process opened, each within its exit timeout.
 
-    Registered with ``atexit``; process pools call it too, since their workers
-    end with ``os._exit()``, which skips ``atexit``.
+    Registered with ``atexit``.  The workers of ``optimize_parallel_cpu``/``_gpu``
+    call it too, since a pool worker ends with ``os._exit()``, which skips
+    ``atexit``; workers of other pools must ``close()`` their Experiments.
     """
     # A raw os.fork() child that returns normally runs the parent's atexit
     # handlers: only Experiments opened by this very process are flushed.

@@ -412,14 +412,16 @@ class Experiment:
             # Not released: the final flush at exit tries again for what is left.
             raise TimeoutError(f"close(): the writer did not finish within {timeout} s; rows are still queued")
         reason = "exception in with block" if self._failed else "close"
+        raising = False
         try:
             self._writer.thread.join(5.0)
             self._after_barrier(barrier, "close")
         except BaseException as exc:
             reason = f"writer error: {type(exc.__cause__ or exc).__name__}"
+            raising = True
             raise
         finally:
-            self._release("finished" if reason == "close" else "failed", reason)
+            self._release("finished" if reason == "close" else "failed", reason, quiet=raising)
 
     def _final_close(self, timeout: float | None) -> tuple[int, str]:
         """The flush at interpreter exit: the rows it could not write, and why."""
@@ -443,13 +445,22 @@ class Experiment:
             reason = f"uncaught {type(uncaught).__name__}"
         else:
             reason = "exit"
-        self._release("finished" if reason == "exit" and not self._failed else "failed", reason)
+        self._release("finished" if reason == "exit" and not self._failed else "failed", reason,
+                      quiet=error is not None)
         return lost, "" if error is None else f"the writer failed: {type(error).__name__}: {error}"
 
-    def _release(self, status: str, reason: str) -> None:
+    def _release(self, status: str, reason: str, *, quiet: bool = False) -> None:
+        """Record the end in meta.experiment and let go of threads, files and the lock.
+
+        A failure to write the metadata is raised as ``WriterError``, unless
+        ``quiet`` (an error is already on its way up, and that one says more).
+        """
         self._released = True
         try:
             self._write_meta(status, reason)
+        except OSError as exc:
+            if not quiet:
+                raise writer_error(exc, self._writer.label) from exc
         finally:
             self._media.stop()
             self._writer.close_files()
