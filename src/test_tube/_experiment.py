@@ -92,7 +92,7 @@ class Experiment:
         *,
         flush_interval: float = 2.0,
         formats: tuple[str, ...] | list[str] = ("csv", "parquet"),
-        max_queue_rows: int = 262_144,
+        max_queue_rows: int = 65_536,
         max_queue_bytes: int = 256 * 2**20,
         exit_timeout: float = 10.0,
         image_workers: int = 2,

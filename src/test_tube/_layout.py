@@ -133,7 +133,9 @@ def publish(path: str, data: bytes, *, fsync: bool = True) -> None:
 
 
 def write_meta(log_dir: str, meta: Mapping[str, Any]) -> None:
-    publish(os.path.join(log_dir, META), json.dumps(meta, ensure_ascii=False).encode())
+    # Atomic but not fsynced: it is rewritten at every flush as a heartbeat, and
+    # the rows' durability rests on the journal's fsync, not on this file.
+    publish(os.path.join(log_dir, META), json.dumps(meta, ensure_ascii=False).encode(), fsync=False)
 
 
 def read_meta(log_dir: str) -> dict[str, Any]:
@@ -153,7 +155,7 @@ def write_tags(log_dir: str, tags: Mapping[str, Any]) -> None:
     w.writerow(["key", "value"])
     for key, value in tags.items():
         w.writerow([key, value])
-    publish(os.path.join(log_dir, TAGS), buf.getvalue().encode())
+    publish(os.path.join(log_dir, TAGS), buf.getvalue().encode(), fsync=False)
 
 
 def read_tags(log_dir: str) -> dict[str, Any]:

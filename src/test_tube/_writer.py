@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from itertools import repeat
 from typing import Any
 
 import pyarrow as pa
@@ -218,22 +219,23 @@ class Writer:
         return barriers
 
     def _convert(self, rows: list[dict[Any, Any]]) -> pa.Table:
-        """Turn queued rows into one table.
+        """Turn queued rows into one table, one column at a time.
 
-        pyarrow walks the row dicts in C (missing keys become nulls), and the
-        step and time columns are gathered with C-level ``map`` calls: no Python
+        Each column is gathered with a C-level ``map(dict.get, ...)`` (a missing
+        key gives None, a null) and converted by pyarrow in one call: no Python
         code runs per row and no container is allocated per row, so the cyclic
-        garbage collector is not woken up by the conversion.
+        garbage collector is not woken up.  This is the writer's main cost under
+        the GIL, about a third less than ``RecordBatch.from_pylist``.
         """
-        schema = pa.schema(list(self.columns.items()))
+        columns = list(self.columns.items())
         if self.deferred_seen:
             rows = [_read_items(row) if SHAPE in row else row for row in rows]
-        data = pa.RecordBatch.from_pylist(rows, schema=schema)
-        steps = pa.array(list(map(_STEP, rows)), pa.int64())
-        times = _timestamps(list(map(_TIME, rows)))
-        return pa.Table.from_arrays(
-            [steps, times, *data.columns], names=["step", "created_at", *schema.names]
-        )
+        arrays = [
+            pa.array(list(map(_STEP, rows)), pa.int64()),
+            _timestamps(list(map(_TIME, rows))),
+            *(pa.array(list(map(dict.get, rows, repeat(name))), typ) for name, typ in columns),
+        ]
+        return pa.Table.from_arrays(arrays, names=["step", "created_at", *(name for name, _ in columns)])
 
     def _write_journal(self, *, sync: bool) -> None:
         if self._pending:
