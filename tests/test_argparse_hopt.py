@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from test_tube.argparse_hopt import HyperOptArgumentParser, HyperOptNamespace, TrialError
-from test_tube.hyper_opt_utils import strategies
+from test_tube.hyper_opt_utils import strategies  # noqa: F401  (the original import path must work)
 from test_tube.hyper_opt_utils.strategies import generate_trials
 
 METHODS = {"trials", "generate_trials", "optimize_parallel_cpu", "optimize_parallel_gpu"}

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import _exit, _git, _journal, _layout
-from ._errors import ExperimentClosedError, LogTypeError, LogValueError, WriterError
+from ._errors import ExperimentClosedError, LogTypeError, LogValueError
 from ._media import MediaEncoder
 from ._read import _read_legacy_csv
 from ._rows import (
@@ -32,7 +32,6 @@ from ._rows import (
     STR,
     TIME,
     shape_code,
-    check_key,
     flatten,
     image_extension,
     media_stem,
