@@ -376,7 +376,11 @@ class Experiment:
         self.tag({k: v for k, v in vars(namespace).items() if not k.startswith("_") and not callable(v)})
 
     def save(self, timeout: float | None = None) -> None:
-        """Block until every row and image logged before this call is in the published files.
+        """Block until every row and image logged before this call is on disk.
+
+        That is: in ``metrics.csv``, in the journal (``test_tube.read()``) and in
+        ``media/``.  ``metrics.parquet`` is refreshed when its rule says so (it is
+        never more than half the run behind) and is complete after ``close()``.
 
         Raises ``WriterError`` (cause chained) if the writer failed, and
         ``TimeoutError`` if ``timeout`` seconds pass first.
