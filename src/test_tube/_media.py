@@ -96,9 +96,6 @@ class MediaEncoder:
         with self._lock:
             return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
-    def pending(self) -> int:
-        return self._in_flight
-
     def stop(self) -> None:
         """Let the encoder threads finish: each takes one stop marker after the queued images."""
         with self._lock:

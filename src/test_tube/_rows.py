@@ -9,7 +9,6 @@ written for clarity rather than speed.
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 from collections.abc import Mapping
@@ -325,8 +324,3 @@ def media_stem(key: str, ext_word: str) -> str:
     stem = re.sub(r"__+", "_", stem).strip("_")
     stem = re.sub(r"[^\w.-]+", "_", stem).strip("._")
     return stem or "image"
-
-
-def is_nan(value: object) -> bool:
-    """True for a float NaN (used where NaN must not compare unequal to itself)."""
-    return isinstance(value, float) and math.isnan(value)
