@@ -252,7 +252,7 @@ exp.log(row(1000))  # the writer's next journal write fails
 i = 1001
 failed.wait(10)
 deadline = time.monotonic() + 10
-while (exp._writer.error is None or exp._fast) and time.monotonic() < deadline:
+while (exp._writer.error is None or exp._fast.open) and time.monotonic() < deadline:
     time.sleep(0.001)  # until the writer has recorded the failure (the fault fired, the handoff is next)
 try:
     for i in range(1001, 300_000):
@@ -324,7 +324,7 @@ exp.log(row(0))
 exp.save()
 stuck.set()
 def fail_later():
-    while len(exp._queue) < 1000:  # the producer is about to block on the full queue
+    while exp._queued_rows() < 1000:  # the producer is about to block on the full queue
         time.sleep(0.001)
     time.sleep(0.3)
     say("failing the disk")

@@ -233,7 +233,7 @@ done = threading.Event()
 def watch():
     global peak_queue, peak_bytes, peak_rss
     while not done.is_set():
-        peak_queue = max(peak_queue, len(exp._queue))
+        peak_queue = max(peak_queue, exp._queued_rows())
         peak_bytes = max(peak_bytes, exp._queued_bytes)
         peak_rss = max(peak_rss, rss_kib())
         time.sleep(0.001)

@@ -20,14 +20,14 @@ import pyarrow.compute as pc
 
 from . import _exit, _git, _journal, _layout
 from ._errors import ExperimentClosedError, LogTypeError, LogValueError
+from ._fastpath import KINDS, FastPath
 from ._media import MediaEncoder
 from ._read import _read_legacy_csv
 from ._rows import (
-    DIRECT_TYPES,
     INT64_MAX,
     INT64_MIN,
+    SEQ,
     SHAPE,
-    SHAPES,
     STEP,
     STR,
     TIME,
@@ -111,14 +111,16 @@ class Experiment:
         self._exit_timeout = exit_timeout
         self._max_rows = max_queue_rows
         self._max_bytes = max_queue_bytes
-        self._queue: deque[Any] = deque()
-        # row signature (keys, then the exact type of each value) -> shape code;
-        # a negative code (~code) marks rows with Python ints to range-check
-        self._fast: dict[tuple[Any, ...], int] = {}
+        self._queue: deque[Any] = deque()  # rows of the slow path, and flush barriers
+        # One counter orders every row, fast or slow.  A row's step is its
+        # sequence number plus this offset, which only an explicit step changes.
+        self._seq = itertools.count()
+        self._step_offset = 0
+        self._fast = FastPath(self._seq.__next__, max_queue_rows)
+        self._put = self._fast.put
         self._columns: dict[str, pa.DataType] = {}
         self._lock = threading.Lock()
         self._queued_bytes = 0
-        self._steps = itertools.count()
         self._media_names: set[str] = set()
         self._closed = False
         self._released = False
@@ -166,6 +168,8 @@ class Experiment:
         self._writer = Writer(
             label=f"{self.name}/version_{self.version}",
             queue=self._queue,
+            fast=self._fast,
+            step_offset=self._step_offset,
             columns=self._columns,
             journal_path=journal_path,
             sinks=sinks,
@@ -207,7 +211,7 @@ class Experiment:
         if os.path.exists(journal_path) and os.path.getsize(journal_path) > end:
             os.truncate(journal_path, end)  # a torn frame from a crash
         if rows:
-            self._steps = itertools.count(last_step + 1)
+            self._step_offset = last_step + 1
         self.tags.update(_layout.read_tags(self.log_dir))
         old = _layout.read_meta(self.log_dir)
         if old.get("created_at"):
@@ -228,22 +232,9 @@ class Experiment:
         changes nothing.  Raises ``TypeError``/``ValueError`` naming the key for
         a value that cannot be stored, and then nothing of the row is queued.
         """
-        try:
-            # Any mapping is accepted; plain dicts (the common case) take this path.
-            row = metrics.copy()  # type: ignore[attr-defined]
-            code = self._fast.get((*row, *map(type, row.values())))
-        except Exception:  # not a dict, or an unhashable key: the slow path explains
-            return self._log_slow(metrics, step, global_step)
-        if code is None or step is not None or global_step is not None or len(self._queue) >= self._max_rows:
-            return self._log_slow(metrics, step, global_step)
-        if code < 0:  # the row has Python ints, which must fit the int64 column
-            values = (*row.values(),)
-            for i in SHAPES[~code].ints:
-                if not INT64_MIN <= values[i] <= INT64_MAX:
-                    return self._log_slow(metrics, step, global_step)
-        row[STEP] = next(self._steps)
-        row[TIME] = _time_ns()
-        self._queue.append(row)
+        if step is None and global_step is None and self._put(metrics):
+            return
+        self._log_slow(metrics, step, global_step)
 
     def _log_slow(self, metrics: Any, step: Any, global_step: Any) -> None:
         now = _time_ns()
@@ -286,10 +277,11 @@ class Experiment:
                 if new != old:
                     changed[name] = new
             self._columns.update(changed)
+            seq = next(self._seq)
             if step is None:
-                step = next(self._steps)
+                step = seq + self._step_offset
             else:
-                self._steps = itertools.count(step + 1)
+                self._step_offset = step - seq
             for pos, key, image in images:
                 values[pos] = self._media_name(key, image.ext, step)
             self._queued_bytes += text_bytes + image_bytes
@@ -299,17 +291,26 @@ class Experiment:
         queued: dict[Any, Any] = dict(zip(names, values))
         queued[STEP] = step
         queued[TIME] = now
+        queued[SEQ] = seq
         if items:
             queued[SHAPE] = shape_code(key_names, tuple(items))
             self._writer.deferred_seen = True
         self._queue.append(queued)
-        if not images and not items and text_bytes == 0 and type(metrics) is dict:
-            raw = tuple(metrics.values())
-            if all(type(v) in DIRECT_TYPES for v in raw) and tuple(metrics) == key_names:
-                # Cache the signature: the next row like this one takes the fast path.
-                ints = tuple(i for i, v in enumerate(raw) if type(v) is int)
-                code = shape_code(key_names, (), ints)
-                self._fast[(*metrics, *map(type, raw))] = ~code if ints else code
+        if key_names and type(metrics) is dict and not images:
+            value_types = tuple(map(type, metrics.values()))
+            if all(t in KINDS for t in value_types) and tuple(metrics) == key_names:
+                self._teach_fast_path(key_names, value_types)
+
+    def _teach_fast_path(self, names: tuple[str, ...], types: tuple[type, ...]) -> None:
+        """Let the next row with these keys and value types take the fast path."""
+        with self._lock:
+            if self._closed or self._writer.error is not None or self._pid != os.getpid():
+                return
+            if not self._fast.knows(names, types):
+                self._fast.add(names, types)
+                self._put = self._fast.put
+            # A writer error closed the fast path; the slow path has raised it since.
+            self._fast.open = True
 
     def _media_name(self, key: str, ext: str, step: int) -> str:
         stem = media_stem(key, ext)
@@ -322,8 +323,11 @@ class Experiment:
         self._media_names.add(name)
         return f"{_layout.MEDIA}/{name}"
 
+    def _queued_rows(self) -> int:
+        return len(self._queue) + self._fast.queued()
+
     def _wait_for_room(self, nbytes: int) -> None:
-        while len(self._queue) >= self._max_rows or (
+        while self._queued_rows() >= self._max_rows or (
             self._queued_bytes and self._queued_bytes + nbytes > self._max_bytes
         ):
             self._check_usable("log")
@@ -336,7 +340,8 @@ class Experiment:
 
     def _on_writer_error(self) -> None:
         # Send every log() through the slow path, which raises the error.
-        self._fast = {}
+        with self._lock:
+            self._fast.open = False
 
     def _release_bytes(self, nbytes: int) -> None:
         if nbytes:
@@ -409,7 +414,7 @@ class Experiment:
             self._closed = True
             return
         self._closed = True
-        self._fast = {}
+        self._fast.open = False
         barrier = self._writer.flush(timeout, final=True)
         if not barrier.done.is_set():
             # Not released: the final flush at exit tries again for what is left.
@@ -431,7 +436,7 @@ class Experiment:
         if self._released:
             return 0, ""
         self._closed = True
-        self._fast = {}
+        self._fast.open = False
         limit = self._exit_timeout if timeout is None else timeout
         barrier = self._writer.flush(limit, final=True)
         if not barrier.done.is_set():
@@ -504,7 +509,7 @@ class Experiment:
         _layout.write_meta(self.log_dir, meta)
 
     def _after_fork_in_child(self) -> None:
-        self._fast = {}
+        self._fast.open = False
         self._lock = threading.Lock()
         self._writer.after_fork_in_child()
         self._media.after_fork_in_child()

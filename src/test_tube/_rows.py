@@ -1,10 +1,9 @@
 """Normalising logged values: which types a row may hold and what column each becomes.
 
-``log()`` keeps a cache from a row's *signature* (its keys and the exact type of
-each value) to a :class:`Shape`.  Only the first row of each signature comes
-here; every later row with the same signature is checked by one dictionary
-lookup.  Everything in this module therefore runs on the rare path and is
-written for clarity rather than speed.
+Rows of plain floats, ints and bools under a key set seen before take the fast
+path (``_fastpath``) and never come here.  Everything in this module runs on
+the slow path, which handles every other row and teaches the fast path new key
+sets, so it is written for clarity rather than speed.
 """
 
 from __future__ import annotations
@@ -71,35 +70,33 @@ class Shape:
 
     ``names`` are the row's columns in order.  ``items`` are the positions of
     values that are read with ``.item()`` on the writer thread (tensors), so the
-    training loop never waits for a device.  ``ints`` are the positions of
-    Python ints, which ``log()`` range-checks.
+    training loop never waits for a device.
     """
 
     names: tuple[str, ...]
     items: tuple[int, ...] = ()
-    ints: tuple[int, ...] = ()
 
 
-# A queued row is a copy of the logged dict with its step and time stored under
-# int keys, which can never clash with a logged (str) key.  A dict holding only
-# numbers and strings is not tracked by the cyclic garbage collector, so a long
-# queue costs the collector nothing; a tuple around it would be tracked.  Rows
+# A row queued by the slow path (the fast path packs rows: see _fastpath) is a
+# dict of its normalised values with its step, time and sequence number stored
+# under int keys, which can never clash with a logged (str) key.  A dict holding
+# only numbers and strings is not tracked by the cyclic garbage collector.  Rows
 # with tensors carry the code of their Shape under SHAPE; codes are per process.
-STEP, TIME, SHAPE = 0, 1, 2
+STEP, TIME, SHAPE, SEQ = 0, 1, 2, 3
 SHAPES: list[Shape] = []
 _CODES: dict[tuple[tuple[Any, ...], ...], int] = {}
 _codes_lock = threading.Lock()
 
 
-def shape_code(names: tuple[str, ...], items: tuple[int, ...] = (), ints: tuple[int, ...] = ()) -> int:
+def shape_code(names: tuple[str, ...], items: tuple[int, ...] = ()) -> int:
     """The code of the Shape with these fields, registering it on first use."""
-    key = (names, items, ints)
+    key = (names, items)
     code = _CODES.get(key)
     if code is None:
         with _codes_lock:
             code = _CODES.get(key)
             if code is None:
-                SHAPES.append(Shape(names, items, ints))
+                SHAPES.append(Shape(names, items))
                 code = _CODES[key] = len(SHAPES) - 1
     return code
 

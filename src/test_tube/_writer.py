@@ -2,9 +2,12 @@
 
 Vocabulary, used the same way everywhere:
 
-* *submit*: ``log()`` appends a row to the queue (a ``collections.deque``);
-* *drain*: the writer pops what is queued and converts it to Arrow, column by
-  column, so no row stays a Python object for longer than one cycle;
+* *submit*: ``log()`` appends a row to a queue (``collections.deque``): packed
+  bytes to its shape's queue on the fast path (``_fastpath``), a dict to the
+  main queue on the slow path, where flush barriers travel too;
+* *drain*: the writer pops what is queued, converts it to Arrow column by
+  column and puts the rows back in the order they were logged, so no row
+  stays a Python object for longer than one cycle;
 * *flush*: a barrier; the pending rows go to the journal, then to the published
   files (``metrics.csv``, ``metrics.parquet``), and waiting callers are released;
 * *close*: a last flush that also completes ``metrics.parquet``, then the thread stops.
@@ -24,13 +27,16 @@ from collections.abc import Callable, Iterator, Sequence
 from itertools import repeat
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import _journal
 from ._errors import WriterError
+from ._fastpath import FastPath
+from ._fastpath import Shape as PackedShape
 from ._media import MediaEncoder
-from ._rows import SHAPE, SHAPES, STEP, TIME
+from ._rows import SEQ, SHAPE, SHAPES, STEP, TIME
 from ._sinks import Sink, conform
 
 #: Rows (or bytes) after which a batch is journaled without waiting for the next flush.
@@ -39,6 +45,7 @@ BATCH_BYTES = 16 * 2**20
 
 #: The columns every table starts with.
 BASE_SCHEMA = pa.schema([("step", pa.int64()), ("created_at", pa.timestamp("us", tz="UTC"))])
+_SEQ_FIELD = pa.field("seq", pa.int64())
 
 
 class Barrier:
@@ -73,6 +80,8 @@ class Writer:
         *,
         label: str,
         queue: deque[Any],
+        fast: FastPath,
+        step_offset: int,
         columns: dict[str, pa.DataType],
         journal_path: str,
         sinks: list[Sink],
@@ -86,6 +95,8 @@ class Writer:
     ) -> None:
         self.label = label
         self.queue = queue
+        self.fast = fast
+        self._step_offset = step_offset  # as in Experiment: step = sequence number + offset
         self.columns = columns
         self.journal_path = journal_path
         self.sinks = sinks
@@ -198,6 +209,8 @@ class Writer:
 
     def _drain(self) -> list[Barrier]:
         queue = self.queue
+        # The main queue first: every row logged before a barrier is then
+        # already in its queue, fast or slow, when the fast queues are taken.
         items = [queue.popleft() for _ in range(len(queue))]
         barriers: list[Barrier] = []
         if self.barriers_pending:
@@ -209,33 +222,70 @@ class Writer:
                     rows.append(item)
             self.barriers_pending -= len(barriers)
             items = rows
+        packed = list(self.fast.drain())
         self.drained.set()
-        if items:
-            table = self._convert(items)
+        if items or packed:
+            table = self._convert(items, packed)
             self._pending.append(table)
             self._pending_rows += table.num_rows
             self._pending_bytes += table.nbytes
             self._on_drain(_text_length(table))
         return barriers
 
-    def _convert(self, rows: list[dict[Any, Any]]) -> pa.Table:
-        """Turn queued rows into one table, one column at a time.
+    def _convert(self, rows: list[dict[Any, Any]], packed: list[tuple[PackedShape, bytes]]) -> pa.Table:
+        """Turn drained rows into one table in logging order, with their steps."""
+        schema = pa.schema([_SEQ_FIELD, *self.schema()])
+        parts = [conform(self._from_packed(shape, data), schema) for shape, data in packed]
+        if rows:
+            parts.append(conform(self._from_dicts(rows), schema))
+        table = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+        seq = table.column(0).to_numpy()
+        if len(parts) > 1 and not (seq[1:] > seq[:-1]).all():
+            order = np.argsort(seq, kind="stable")
+            table, seq = table.take(order), seq[order]
+        steps = self._steps(seq, table.column("step"))
+        return table.set_column(1, BASE_SCHEMA.field("step"), steps).remove_column(0)
+
+    def _steps(self, seq: np.ndarray, given: pa.ChunkedArray) -> pa.Array:
+        """Each row's step: given for slow-path rows, else its sequence number plus the offset.
+
+        A slow-path row sets the offset for the rows after it (an explicit
+        ``step=`` moves it), exactly as ``Experiment.log()`` did at the call.
+        """
+        if given.null_count == len(given):
+            steps = seq + self._step_offset
+        else:
+            known = pc.is_valid(given).to_numpy(zero_copy_only=False)
+            values = pc.fill_null(given, 0).to_numpy()
+            positions = np.maximum.accumulate(np.where(known, np.arange(len(seq)), -1))
+            offsets = np.where(positions >= 0, (values - seq)[positions], self._step_offset)
+            steps = seq + offsets
+        if len(seq):
+            self._step_offset = int(steps[-1] - seq[-1])
+        return pa.array(steps, pa.int64())
+
+    def _from_packed(self, shape: PackedShape, data: bytes) -> pa.Table:
+        seq, times, values = shape.arrays(data)
+        arrays = [pa.array(seq), pa.nulls(len(seq), pa.int64()), _timestamps(times), *values]
+        return pa.Table.from_arrays(arrays, names=["seq", "step", "created_at", *shape.names])
+
+    def _from_dicts(self, rows: list[dict[Any, Any]]) -> pa.Table:
+        """Turn slow-path rows into a table, one column at a time.
 
         Each column is gathered with a C-level ``map(dict.get, ...)`` (a missing
-        key gives None, a null) and converted by pyarrow in one call: no Python
-        code runs per row and no container is allocated per row, so the cyclic
-        garbage collector is not woken up.  This is the writer's main cost under
-        the GIL, about a third less than ``RecordBatch.from_pylist``.
+        key gives None, a null) and converted by pyarrow in one call, so no
+        Python code runs per row.
         """
         columns = list(self.columns.items())
         if self.deferred_seen:
             rows = [_read_items(row) if SHAPE in row else row for row in rows]
         arrays = [
+            pa.array(list(map(_SEQ, rows)), pa.int64()),
             pa.array(list(map(_STEP, rows)), pa.int64()),
             _timestamps(list(map(_TIME, rows))),
             *(pa.array(list(map(dict.get, rows, repeat(name))), typ) for name, typ in columns),
         ]
-        return pa.Table.from_arrays(arrays, names=["step", "created_at", *(name for name, _ in columns)])
+        return pa.Table.from_arrays(arrays, names=["seq", "step", "created_at", *(name for name, _ in columns)])
 
     def _write_journal(self, *, sync: bool) -> None:
         if self._pending:
@@ -292,7 +342,7 @@ class Writer:
     def pending_rows(self) -> int:
         """Rows submitted but not yet in the journal (for the exit warning)."""
         journal_rows: int = sum(t.num_rows for t in self._pending)
-        return journal_rows + sum(1 for i in list(self.queue) if type(i) is not Barrier)
+        return journal_rows + self.fast.queued() + sum(1 for i in list(self.queue) if type(i) is not Barrier)
 
     def close_files(self) -> None:
         os.close(self._journal_fd)
@@ -300,6 +350,7 @@ class Writer:
     def after_fork_in_child(self) -> None:
         """The child owns none of this writer's state; forget it without locking."""
         self.queue.clear()
+        self.fast.clear()
         self._pending = []
         self._cycle_lock = threading.Lock()
         try:
@@ -310,6 +361,7 @@ class Writer:
 
 _STEP = operator.itemgetter(STEP)
 _TIME = operator.itemgetter(TIME)
+_SEQ = operator.itemgetter(SEQ)
 
 
 def _read_items(row: dict[Any, Any]) -> dict[Any, Any]:
@@ -322,7 +374,7 @@ def _read_items(row: dict[Any, Any]) -> dict[Any, Any]:
     return row
 
 
-def _timestamps(times: Sequence[int]) -> pa.Array:
+def _timestamps(times: Sequence[int] | np.ndarray) -> pa.Array:
     ns = pa.array(times, pa.timestamp("ns", tz="UTC"))
     return ns.cast(pa.timestamp("us", tz="UTC"), safe=False)
 
