@@ -71,7 +71,8 @@ class Experiment:
         create_git_tag: tag a snapshot of the working tree as ``tt_<name>_v<version>``.
         flush_interval: seconds between periodic flushes; a crash loses at most this window.
         formats: published files, a subset of ``{"csv", "parquet"}``.
-        max_queue_rows: rows that may wait for the writer before ``log()`` blocks.
+        max_queue_rows: rows that may wait for the writer before ``log()`` blocks (on the fast
+            path, rows of one key set; see ``_fastpath``).
         max_queue_bytes: bytes of strings and images that may wait before ``log()`` blocks.
         exit_timeout: seconds the final flush at interpreter exit may take.
         image_workers: threads encoding images in parallel.

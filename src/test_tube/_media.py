@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ._priority import lower_this_thread
 from ._rows import Image
 
 _STOP = object()
@@ -64,6 +65,7 @@ class MediaEncoder:
         thread.start()
 
     def _work(self) -> None:
+        lower_this_thread()
         while True:
             job = self._jobs.get()
             if job is _STOP:

@@ -222,13 +222,11 @@ def format_rows(table: pa.Table, columns: list[str]) -> bytes:
     if n == 0:
         return b""
     names = set(table.column_names)
-    texts = [
-        _cell_text(table.column(name)).cast(_TEXT) if name in names else pa.nulls(n, _TEXT) for name in columns
-    ]
-    lines = pc.binary_join_element_wise(
-        *texts, pa.scalar(",", _TEXT), null_handling="replace", null_replacement=""
-    )
-    lines = pc.binary_join_element_wise(lines, pa.scalar("", _TEXT), pa.scalar("\n", _TEXT))
+    texts = [_cell_text(table.column(name)) if name in names else pa.nulls(n, _TEXT) for name in columns]
+    # The line ending goes onto the last cell (a missing one is an empty cell), so
+    # one join builds the lines instead of a second pass over all of them.
+    texts[-1] = pc.binary_join_element_wise(pc.fill_null(texts[-1], _EMPTY), _NEWLINE, _EMPTY)
+    lines = pc.binary_join_element_wise(*texts, _COMMA, null_handling="replace", null_replacement="")
     if isinstance(lines, pa.ChunkedArray):
         lines = lines.combine_chunks()
     # The lines are one contiguous run of bytes in the array's data buffer.
@@ -241,27 +239,24 @@ def format_rows(table: pa.Table, columns: list[str]) -> bytes:
 
 _TEXT = pa.large_string()
 _OFFSETS = struct.Struct("<q")
+_EMPTY = pa.scalar("", _TEXT)
+_COMMA = pa.scalar(",", _TEXT)
+_NEWLINE = pa.scalar("\n", _TEXT)
+_POINT_ZERO = pa.scalar(".0", _TEXT)
 
 
-def _cell_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+def _cell_text(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     t = column.type
     if pa.types.is_timestamp(t):
         # A cast of a tz-naive timestamp prints "YYYY-MM-DD HH:MM:SS.ffffff";
         # strftime would be ten times slower.
-        return pc.cast(column.cast(pa.timestamp("us")), pa.string())
+        return pc.cast(column.cast(pa.timestamp("us")), _TEXT)
     if pa.types.is_boolean(t):
-        return pc.if_else(column, "True", "False")
+        return pc.if_else(column, pa.scalar("True", _TEXT), pa.scalar("False", _TEXT))
     if pa.types.is_floating(t):
-        text = pc.cast(column, pa.string())
-        whole = pc.and_(pc.is_finite(column), pc.equal(pc.floor(column), column))
-        if pc.any(whole).as_py():
-            # Python spells a whole float "3.0"; Arrow spells it "3", which readers
-            # would take for an int.  Large values ("1e+16") keep their exponent.
-            whole = pc.and_(whole, pc.invert(pc.match_substring(text, "e")))
-            text = pc.if_else(whole, pc.binary_join_element_wise(text, ".0", ""), text)
-        return text
+        return _float_text(column.combine_chunks())
     if pa.types.is_null(t):
-        return pa.chunked_array([pa.nulls(len(column), pa.string())])
+        return pa.nulls(len(column), _TEXT)
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         # Quote only the cells that need it (and empty strings, to tell them from
         # a missing value), so numbers stay unquoted and readers infer their types.
@@ -270,9 +265,26 @@ def _cell_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
         if pc.any(needs).as_py():
             quote = pa.scalar('"', _TEXT)
             escaped = pc.replace_substring(column, '"', '""')
-            quoted = pc.binary_join_element_wise(quote, escaped, quote, pa.scalar("", _TEXT))
+            quoted = pc.binary_join_element_wise(quote, escaped, quote, _EMPTY)
             return pc.if_else(needs, quoted, column)
-    return column
+        return column
+    return pc.cast(column, _TEXT)
+
+
+def _float_text(column: pa.Array) -> pa.Array:
+    text = pc.cast(column, _TEXT)
+    # Python spells a whole float "3.0"; Arrow spells it "3", which readers
+    # would take for an int.  Large values ("1e+16") keep their exponent.
+    whole = pc.and_(pc.is_finite(column), pc.equal(pc.floor(column), column))
+    count = pc.sum(whole).as_py() or 0
+    if not count:
+        return text
+    whole = pc.and_(whole, pc.invert(pc.match_substring(text, "e")))
+    if count == len(column):
+        return pc.if_else(whole, pc.binary_join_element_wise(text, _POINT_ZERO, _EMPTY), text)
+    # Usually a few cells: rewrite only those instead of copying every cell twice.
+    fixed = pc.binary_join_element_wise(pc.filter(text, whole), _POINT_ZERO, _EMPTY)
+    return pc.replace_with_mask(text, whole, fixed)
 
 
 def _write_all(fd: int, data: bytes) -> None:

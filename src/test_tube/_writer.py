@@ -36,6 +36,7 @@ from ._errors import WriterError
 from ._fastpath import FastPath
 from ._fastpath import Shape as PackedShape
 from ._media import MediaEncoder
+from ._priority import lower_this_thread
 from ._rows import SEQ, SHAPE, SHAPES, STEP, TIME
 from ._sinks import Sink, conform
 
@@ -157,6 +158,7 @@ class Writer:
     # -- writer-thread side --------------------------------------------------
 
     def _run(self) -> None:
+        lower_this_thread()
         while True:
             self.wake.wait(0.02)
             self.wake.clear()
