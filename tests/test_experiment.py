@@ -343,6 +343,62 @@ def test_steps_auto_increment_and_follow_explicit_steps(tmp_path: Path) -> None:
     assert test_tube.read(exp.log_dir).column("step").to_pylist() == [0, 1, 10, 11, 5]
 
 
+def test_interleaved_key_sets_keep_logging_order_and_steps(tmp_path: Path) -> None:
+    """Rows of alternating key sets, fast path and general path, read back in call order with their steps."""
+    expected: list[tuple[int, float | None, int | None, str | None]] = []
+    step = 0
+    with Experiment(name="order", save_dir=tmp_path) as exp:
+        for i in range(3000):
+            if i % 3 == 0:
+                exp.log({"a": i * 0.5})
+                expected.append((step, i * 0.5, None, None))
+            elif i % 3 == 1:
+                exp.log({"b": i, "c": i % 2 == 0})
+                expected.append((step, None, i, None))
+            else:
+                exp.log({"a": i * 0.5, "s": f"t{i}"})  # a string: the general path
+                expected.append((step, i * 0.5, None, f"t{i}"))
+            step += 1
+            if i == 1500:
+                exp.log({"a": -1.0}, step=100_000)
+                expected.append((100_000, -1.0, None, None))
+                step = 100_001
+            if i % 1000 == 999:
+                exp.save()
+    table = test_tube.read(exp.log_dir)
+    got = list(zip(*(table.column(c).to_pylist() for c in ("step", "a", "b", "s"))))
+    assert got == expected
+    assert csv_rows(exp.log_dir)[1502]["step"] == "100001"
+
+
+def test_known_key_sets_still_check_every_value(tmp_path: Path) -> None:
+    """After a key set is known, a value of another type or an int beyond 64 bits still raises at the call."""
+    with Experiment(name="checks", save_dir=tmp_path) as exp:
+        for _ in range(3):
+            exp.log({"x": 1.5, "n": 3})
+        with pytest.raises(TypeError, match="'x'"):
+            exp.log({"x": True, "n": 3})
+        with pytest.raises(ValueError, match="'n'"):
+            exp.log({"x": 1.5, "n": 2**70})
+        exp.log({"x": 2.5, "n": 4})
+    table = test_tube.read(exp.log_dir)
+    assert table.column("x").to_pylist() == [1.5, 1.5, 1.5, 2.5]
+    assert table.column("n").to_pylist() == [3, 3, 3, 4]
+    assert table.column("step").to_pylist() == [0, 1, 2, 3]
+
+
+def test_a_log_function_held_by_the_caller_stops_at_close(tmp_path: Path) -> None:
+    """``log = exp.log`` taken before the loop raises after close(), and its rows all landed."""
+    exp = Experiment(name="held", save_dir=tmp_path)
+    log = exp.log
+    for i in range(1000):
+        log({"x": float(i)})
+    exp.close()
+    with pytest.raises(ExperimentClosedError):
+        log({"x": 1.0})
+    assert test_tube.read(exp.log_dir).column("x").to_pylist() == [float(i) for i in range(1000)]
+
+
 def test_rows_from_many_threads_all_land_in_order(tmp_path: Path) -> None:
     """Four threads logging 5,000 rows each lose nothing, and each thread's rows keep their order."""
     exp = Experiment(name="threads", save_dir=tmp_path)

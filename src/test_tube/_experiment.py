@@ -117,8 +117,7 @@ class Experiment:
         # sequence number plus this offset, which only an explicit step changes.
         self._seq = itertools.count()
         self._step_offset = 0
-        self._fast = FastPath(self._seq.__next__, max_queue_rows)
-        self._put = self._fast.put
+        self._fast = FastPath(self._seq.__next__, max_queue_rows, self._log_slow)
         self._columns: dict[str, pa.DataType] = {}
         self._lock = threading.Lock()
         self._queued_bytes = 0
@@ -147,6 +146,10 @@ class Experiment:
         except BaseException:
             os.close(self._lock_fd)
             raise
+        # The compiled fast path becomes this Experiment's log(); the method below
+        # documents it and serves debug mode.
+        self._fast.log.__doc__ = Experiment.log.__doc__
+        self.__dict__["log"] = self._fast.log
         _exit.register(self)
         self._writer.start()
 
@@ -233,8 +236,8 @@ class Experiment:
         changes nothing.  Raises ``TypeError``/``ValueError`` naming the key for
         a value that cannot be stored, and then nothing of the row is queued.
         """
-        if step is None and global_step is None and self._put(metrics):
-            return
+        # Each open Experiment replaces this method with its compiled fast path
+        # (``_fastpath``), which hands every row it does not know to _log_slow.
         self._log_slow(metrics, step, global_step)
 
     def _log_slow(self, metrics: Any, step: Any, global_step: Any) -> None:
@@ -307,9 +310,7 @@ class Experiment:
         with self._lock:
             if self._closed or self._writer.error is not None or self._pid != os.getpid():
                 return
-            if not self._fast.knows(names, types):
-                self._fast.add(names, types)
-                self._put = self._fast.put
+            self._fast.add(names, types)
             # A writer error closed the fast path; the slow path has raised it since.
             self._fast.open = True
 

@@ -212,15 +212,16 @@ def header(columns: list[str]) -> bytes:
     return buf.getvalue().encode()
 
 
-def format_rows(table: pa.Table, columns: list[str]) -> bytes:
+def format_rows(table: pa.Table, columns: list[str]) -> memoryview:
     """CSV lines (no header) for ``table``, with cells in the order of ``columns``.
 
     Each column becomes text in one vectorised step and the lines are joined in
-    Arrow, so no Python code runs per row.
+    Arrow, so no Python code runs per row.  The result is a view of Arrow's
+    buffer, written out without another copy.
     """
     n = table.num_rows
     if n == 0:
-        return b""
+        return memoryview(b"")
     names = set(table.column_names)
     texts = [_cell_text(table.column(name)) if name in names else pa.nulls(n, _TEXT) for name in columns]
     # The line ending goes onto the last cell (a missing one is an empty cell), so
@@ -233,8 +234,7 @@ def format_rows(table: pa.Table, columns: list[str]) -> bytes:
     _, offsets, data = lines.buffers()
     first = _OFFSETS.unpack_from(offsets, lines.offset * 8)[0]
     last = _OFFSETS.unpack_from(offsets, (lines.offset + n) * 8)[0]
-    text: bytes = data.slice(first, last - first).to_pybytes()
-    return text
+    return memoryview(data.slice(first, last - first))
 
 
 _TEXT = pa.large_string()
@@ -287,7 +287,7 @@ def _float_text(column: pa.Array) -> pa.Array:
     return pc.replace_with_mask(text, whole, fixed)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: memoryview) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)

@@ -240,11 +240,7 @@ class Writer:
         parts = [conform(self._from_packed(shape, data), schema) for shape, data in packed]
         if rows:
             parts.append(conform(self._from_dicts(rows), schema))
-        table = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
-        seq = table.column(0).to_numpy()
-        if len(parts) > 1 and not (seq[1:] > seq[:-1]).all():
-            order = np.argsort(seq, kind="stable")
-            table, seq = table.take(order), seq[order]
+        table, seq = _in_logging_order(parts)
         steps = self._steps(seq, table.column("step"))
         return table.set_column(1, BASE_SCHEMA.field("step"), steps).remove_column(0)
 
@@ -364,6 +360,25 @@ class Writer:
 _STEP = operator.itemgetter(STEP)
 _TIME = operator.itemgetter(TIME)
 _SEQ = operator.itemgetter(SEQ)
+
+
+def _in_logging_order(parts: list[pa.Table]) -> tuple[pa.Table, np.ndarray]:
+    """Concatenate tables whose first column is the sequence number, in that order.
+
+    One key set logged from one thread is already in order; parts that do not
+    interleave are only put in order of their first row; rows that do (two key
+    sets alternating, several threads) are sorted.
+    """
+    seqs = [part.column(0).to_numpy() for part in parts]
+    if all((s[1:] > s[:-1]).all() for s in seqs):
+        order = sorted(range(len(parts)), key=lambda i: int(seqs[i][0]))
+        if all(seqs[a][-1] < seqs[b][0] for a, b in zip(order, order[1:])):
+            if len(parts) == 1:
+                return parts[0], seqs[0]
+            return pa.concat_tables([parts[i] for i in order]), np.concatenate([seqs[i] for i in order])
+    table, seq = pa.concat_tables(parts), np.concatenate(seqs)
+    permutation = np.argsort(seq, kind="stable")
+    return table.take(permutation), seq[permutation]
 
 
 def _read_items(row: dict[Any, Any]) -> dict[Any, Any]:
