@@ -56,7 +56,7 @@ MAX_SHAPES = 64
 _HEADER = [("seq", "<i8"), ("time", "<i8")]
 
 
-class Shape:
+class PackedShape:
     """One key set with one exact type per key, and the queue of its packed rows."""
 
     __slots__ = ("names", "types", "packer", "dtype", "columns", "queue")
@@ -92,7 +92,7 @@ class FastPath:
     """
 
     def __init__(self, next_seq: Callable[[], int], max_rows: int, slow: Callable[..., None]) -> None:
-        self.shapes: list[Shape] = []
+        self.shapes: list[PackedShape] = []
         # Read on every call: the moment the Experiment closes, fails or is
         # forked, every row goes to the slow path, which raises.
         self._open = [True]
@@ -120,7 +120,7 @@ class FastPath:
         """Take rows with these keys and value types from now on (call under the Experiment's lock)."""
         if len(self.shapes) >= MAX_SHAPES or self.knows(names, types):
             return
-        shape = Shape(names, types)
+        shape = PackedShape(names, types)
         i = len(self.shapes)
         self._env.update({f"queue_{i}": shape.queue, f"append_{i}": shape.queue.append,
                           f"pack_{i}": shape.packer.pack, f"keys_{i}": frozenset(names)})
@@ -130,7 +130,7 @@ class FastPath:
     def queued(self) -> int:
         return sum(len(s.queue) for s in self.shapes)
 
-    def drain(self) -> Iterator[tuple[Shape, bytes]]:
+    def drain(self) -> Iterator[tuple[PackedShape, bytes]]:
         for shape in self.shapes:
             if shape.queue:
                 yield shape, shape.take()

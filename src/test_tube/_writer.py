@@ -33,8 +33,7 @@ import pyarrow.compute as pc
 
 from . import _journal
 from ._errors import WriterError
-from ._fastpath import FastPath
-from ._fastpath import Shape as PackedShape
+from ._fastpath import FastPath, PackedShape
 from ._media import MediaEncoder
 from ._priority import lower_this_thread
 from ._rows import SEQ, SHAPE, SHAPES, STEP, TIME
