@@ -153,13 +153,21 @@ def make_images(n: int):
     return [image(i) for i in range(n)]
 
 
-def matmul_step(reps: int):
+def matmul_step(reps: int, step_ms: float | None = None):
+    """A training step of ``reps`` 256x256 matmuls, or as many as take ``step_ms``."""
     import numpy as np
     rng = np.random.default_rng(1)
     a = rng.standard_normal((256, 256)).astype(np.float32)
     b = rng.standard_normal((256, 256)).astype(np.float32)
     c = np.empty((256, 256), np.float32)
     mm = np.matmul
+    if step_ms is not None:
+        for _ in range(50):
+            mm(a, b, out=c)
+        t = pc()
+        for _ in range(200):
+            mm(a, b, out=c)
+        reps = max(1, round(step_ms * 1e6 / ((pc() - t) / 200)))
 
     def step() -> None:
         for _ in range(reps):
@@ -186,10 +194,15 @@ def run(args: argparse.Namespace) -> dict:
 
     # Workload inputs are made before the logger is imported or opened.
     wl = args.workload
+    if p.get("blas_threads"):
+        # Read by the BLAS library when numpy first loads it, which is below.
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(p["blas_threads"])
     images = make_images(p["n"]) if wl == "images" else None
-    if wl == "imgstep":
+    if wl.startswith("imgstep"):
         images = make_images(max(1, p["m"] // p["every"] + 1))
-    step = matmul_step(p.get("reps", 1)) if wl in ("train", "imgstep", "exit") else None
+    step = (matmul_step(p.get("reps", 1), p.get("step_ms"))
+            if wl in ("train", "exit") or wl.startswith("imgstep") else None)
     if step is not None:
         timed_steps(step, 200)  # warm the BLAS kernels and caches
 
@@ -255,7 +268,7 @@ def run(args: argparse.Namespace) -> dict:
                    e2e_ms_per_image=(loop_ns + close_ns) / 1e6 / max(done, 1),
                    images_logged=done)
 
-    elif wl in ("train", "imgstep"):
+    elif wl == "train" or wl.startswith("imgstep"):
         m = p["m"]
         every = p.get("every", 1)
         log = ad.log

@@ -198,6 +198,10 @@ def console(result: dict) -> str:
             ("pending" if is_err or _get(s, "imgstep", tt, "slowdown_pct") is None
              else f(_get(s, "imgstep", tt, "slowdown_pct"), unit=" %")),
             f"≤ {T['imgstep_slowdown_pct']} % (issue 3)")
+        if s.get("imgstep_1core", {}).get(tt):
+            row("  the same, numpy's BLAS on one thread",
+                _error(s, "imgstep_1core", tt) or f(_get(s, "imgstep_1core", tt, "slowdown_pct"), unit=" %"),
+                f"≤ {T['imgstep_slowdown_pct']} % (issue 3)")
         row("exit without close(): rows kept", _pct_landed(s, "exit_end", tt), "100 % (issue 7)")
         fi = _get(s, "exit_os", tt, "flush_interval_used")
         lb = _get(s, "exit_os", tt, "rows_logged_before_last_interval")

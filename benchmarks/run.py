@@ -241,7 +241,7 @@ def run_one(peer_key: str, workload: str, params: dict, rnd: int, logs: Path,
             return rec
         counts = json.loads(counts_out.read_text())
         rec["counts"] = counts
-        if workload in ("images", "imgstep"):
+        if workload == "images" or workload.startswith("imgstep"):
             rec["images_landed"] = counts.get("sample", 0)
         else:
             rec["rows_landed"] = sum(counts.get(k, 0) for k in ROW_KEYS[workload])
@@ -461,6 +461,10 @@ def main(argv: list[str] | None = None) -> int:
         wl.append(("train", {"m": cfg["train_m"], "reps": 1, "cap_s": cap}))
         if peer.images:
             wl.append(("imgstep", {"m": cfg["imgstep_m"], "reps": 3, "every": 50, "cap_s": cap}))
+        if k == "test_tube":
+            # The same with numpy's BLAS on one thread: the step leaves a core to the encoders.
+            wl.append(("imgstep_1core", {"m": cfg["imgstep_m"], "step_ms": 1.0, "every": 50, "cap_s": cap,
+                                         "blas_threads": 1}))
         for mode_ in ("end", "os_exit"):
             wl.append((f"exit_{'end' if mode_ == 'end' else 'os'}",
                        {"n": cfg["exit_n"], "reps": 1, "mode": mode_, "cap_s": cap,
