@@ -43,6 +43,12 @@ from ._sinks import Sink, conform
 BATCH_ROWS = 65_536
 BATCH_BYTES = 16 * 2**20
 
+#: Seconds between drains when nothing wakes the writer sooner (``save()``, a full queue).
+#: A drain has a fixed cost of about 0.2 ms with the GIL held, which the training loop
+#: pays: at 50 drains a second that alone would be about 1 % of a loop; rows wait in
+#: the queue meanwhile, packed, at no cost to the garbage collector.
+DRAIN_INTERVAL = 0.1
+
 #: The columns every table starts with.
 BASE_SCHEMA = pa.schema([("step", pa.int64()), ("created_at", pa.timestamp("us", tz="UTC"))])
 _SEQ_FIELD = pa.field("seq", pa.int64())
@@ -159,7 +165,7 @@ class Writer:
     def _run(self) -> None:
         lower_this_thread()
         while True:
-            self.wake.wait(0.02)
+            self.wake.wait(DRAIN_INTERVAL)
             self.wake.clear()
             self.cycle()
             if self._stopping and not self.queue and not self.barriers_pending:
