@@ -45,12 +45,7 @@ class MediaEncoder:
         self._imwrite: Callable[..., Any] | None = None
 
     def submit(self, relpath: str, image: Image) -> None:
-        """Queue one image; never blocks and never touches the disk."""
-        if self._imwrite is None:
-            # imported here, on the first image, so runs without images never pay for it
-            import imageio.v3 as iio
-
-            self._imwrite = iio.imwrite
+        """Queue one image; never blocks, never touches the disk, never imports."""
         with self._lock:
             self._in_flight += 1
             if len(self._threads) < self.workers:
@@ -89,8 +84,16 @@ class MediaEncoder:
         options: dict[str, Any] = {"extension": "." + image.ext}
         if image.ext != "png":
             options["quality"] = self.jpeg_quality
-        assert self._imwrite is not None
-        self._imwrite(tmp, image.pixels, **options)
+        imwrite = self._imwrite
+        if imwrite is None:
+            # Imported by the first image, so a run without images never pays for it,
+            # and here, on an encoder thread, so the training loop does not wait the
+            # ~30 ms it takes (plus ~35 ms for the plugin's first use): much of it
+            # runs while the loop's own numpy or torch calls have released the GIL.
+            import imageio.v3 as iio
+
+            imwrite = self._imwrite = iio.imwrite
+        imwrite(tmp, image.pixels, **options)
         os.replace(tmp, path)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
