@@ -59,7 +59,7 @@ _HEADER = [("seq", "<i8"), ("time", "<i8")]
 class PackedShape:
     """One key set with one exact type per key, and the queue of its packed rows."""
 
-    __slots__ = ("names", "types", "packer", "dtype", "columns", "queue")
+    __slots__ = ("columns", "dtype", "names", "packer", "queue", "types")
 
     def __init__(self, names: tuple[str, ...], types: tuple[type, ...]) -> None:
         self.names = names
@@ -191,7 +191,8 @@ class FastPath:
                     lines += [f"{pad[4:]}if metrics.keys() == keys_{i}:", f"{pad}{loads}",
                               *(pad + line for line in store)]
         lines.append("    slow(metrics, step, global_step)")
-        exec(compile("\n".join(lines), "<test_tube log fast path>", "exec"), self._env)
+        # Our own source, built above from the run's keys (embedded with repr) and types.
+        exec(compile("\n".join(lines), "<test_tube log fast path>", "exec"), self._env)  # noqa: S102
         log = self._env.pop("log")
         log.__name__, log.__qualname__ = "log", "Experiment.log"
         return log

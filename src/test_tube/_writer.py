@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from itertools import repeat
+from itertools import pairwise, repeat
 from typing import Any
 
 import numpy as np
@@ -377,7 +377,7 @@ def _in_logging_order(parts: list[pa.Table]) -> tuple[pa.Table, np.ndarray]:
     seqs = [part.column(0).to_numpy() for part in parts]
     if all((s[1:] > s[:-1]).all() for s in seqs):
         order = sorted(range(len(parts)), key=lambda i: int(seqs[i][0]))
-        if all(seqs[a][-1] < seqs[b][0] for a, b in zip(order, order[1:])):
+        if all(seqs[a][-1] < seqs[b][0] for a, b in pairwise(order)):
             if len(parts) == 1:
                 return parts[0], seqs[0]
             return pa.concat_tables([parts[i] for i in order]), np.concatenate([seqs[i] for i in order])
