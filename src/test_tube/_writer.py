@@ -375,13 +375,14 @@ def _in_logging_order(parts: list[pa.Table]) -> tuple[pa.Table, np.ndarray]:
     sets alternating, several threads) are sorted.
     """
     seqs = [part.column(0).to_numpy() for part in parts]
-    if all((s[1:] > s[:-1]).all() for s in seqs):
-        order = sorted(range(len(parts)), key=lambda i: int(seqs[i][0]))
-        if all(seqs[a][-1] < seqs[b][0] for a, b in pairwise(order)):
-            if len(parts) == 1:
-                return parts[0], seqs[0]
-            return pa.concat_tables([parts[i] for i in order]), np.concatenate([seqs[i] for i in order])
-    table, seq = pa.concat_tables(parts), np.concatenate(seqs)
+    order = sorted(range(len(parts)), key=lambda i: int(seqs[i][0]))
+    in_order = all((s[1:] > s[:-1]).all() for s in seqs) and all(
+        seqs[a][-1] < seqs[b][0] for a, b in pairwise(order)
+    )
+    table = pa.concat_tables([parts[i] for i in order])
+    seq = np.concatenate([seqs[i] for i in order])
+    if in_order:
+        return table, seq
     permutation = np.argsort(seq, kind="stable")
     return table.take(permutation), seq[permutation]
 
