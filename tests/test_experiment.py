@@ -482,6 +482,26 @@ def test_autosave_publishes_without_save(tmp_path: Path) -> None:
     assert result.stdout.strip() == "published", result.stderr
 
 
+def test_rows_do_not_pile_up_in_the_queue_between_flushes(tmp_path: Path) -> None:
+    """With no flush due for an hour, the writer still drains once a batch's worth of rows waits.
+
+    Rows wait in the queue for at most one flush window or one batch
+    (``DRAIN_ROWS``), whichever comes first, so the queue never holds a long
+    run of Python objects for the garbage collector to walk.
+    """
+    from test_tube._writer import DRAIN_ROWS
+
+    exp = Experiment(name="pile", save_dir=tmp_path, flush_interval=3600)
+    for i in range(3 * DRAIN_ROWS):
+        exp.log({"i": i, "s": "text"})  # a str: the general path's dict rows
+    deadline = time.monotonic() + 30
+    while exp._queued_rows() >= DRAIN_ROWS and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert exp._queued_rows() < DRAIN_ROWS
+    exp.close()
+    assert test_tube.read(exp.log_dir).num_rows == 3 * DRAIN_ROWS
+
+
 def test_save_covers_every_row_logged_before_it(tmp_path: Path) -> None:
     """After save() returns, CSV, Parquet and read() all hold every row logged before."""
     exp = Experiment(name="save", save_dir=tmp_path)

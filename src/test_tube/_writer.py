@@ -43,11 +43,16 @@ from ._sinks import Sink, conform
 BATCH_ROWS = 65_536
 BATCH_BYTES = 16 * 2**20
 
-#: Seconds between drains when nothing wakes the writer sooner (``save()``, a full queue).
-#: A drain has a fixed cost of about 0.2 ms with the GIL held, which the training loop
-#: pays: at 50 drains a second that alone would be about 1 % of a loop; rows wait in
-#: the queue meanwhile, packed, at no cost to the garbage collector.
+#: Seconds between the writer's looks at the queue when nothing wakes it sooner
+#: (``save()``, a full queue).
 DRAIN_INTERVAL = 0.1
+
+#: Rows that make a look a drain before the next flush is due.  A drain has a fixed
+#: cost of about 1 ms, mostly with the GIL held, which the training loop pays: a loop
+#: logging one row every few milliseconds (or one image every 50 ms) would pay it ten
+#: times a second for a handful of rows.  Fewer rows wait for the flush, which drains
+#: everything, so no row stays a Python object longer than one flush window.
+DRAIN_ROWS = 8_192
 
 #: The columns every table starts with.
 BASE_SCHEMA = pa.schema([("step", pa.int64()), ("created_at", pa.timestamp("us", tz="UTC"))])
@@ -165,27 +170,32 @@ class Writer:
     def _run(self) -> None:
         lower_this_thread()
         while True:
-            self.wake.wait(DRAIN_INTERVAL)
+            asked = self.wake.wait(DRAIN_INTERVAL)
             self.wake.clear()
-            self.cycle()
+            self.cycle(asked=asked)
             if self._stopping and not self.queue and not self.barriers_pending:
                 return
 
-    def cycle(self, *, final: bool = False) -> None:
-        """One round of drain, maybe flush; safe to call from any thread."""
+    def cycle(self, *, final: bool = False, asked: bool = True) -> None:
+        """One round of drain, maybe flush; safe to call from any thread.
+
+        ``asked``: someone is waiting (``save()``, a full queue), so drain
+        now; a periodic look drains only when enough rows wait or a flush is due.
+        """
         with self._cycle_lock:
             try:
-                self._cycle(final)
+                self._cycle(final, asked)
             except BaseException as exc:  # the writer must outlive any one failure
                 self._fail(exc)
 
-    def _cycle(self, final: bool) -> None:
-        barriers: list[Barrier] = []
-        if self._pending_bytes < self.max_pending_bytes or self.barriers_pending:
-            barriers = self._drain()
-        final = final or any(b.final for b in barriers)
+    def _cycle(self, final: bool, asked: bool) -> None:
         now = time.monotonic()
         tick = now >= self._next_flush
+        barriers: list[Barrier] = []
+        wanted = asked or tick or final or self.barriers_pending or self.queued_rows() >= DRAIN_ROWS
+        if wanted and (self._pending_bytes < self.max_pending_bytes or self.barriers_pending):
+            barriers = self._drain()
+        final = final or any(b.final for b in barriers)
         # A flush makes everything durable and published; in between, full
         # batches are journaled (and appended to the CSV with autosave) so the
         # work is spread over the run instead of piling up at the next flush.
@@ -341,6 +351,10 @@ class Writer:
         if self.error is None:
             self.error = exc
         self._on_error()
+
+    def queued_rows(self) -> int:
+        """Rows waiting in the queues (a barrier counts too; it always comes with a wake-up)."""
+        return len(self.queue) + self.fast.queued()
 
     def pending_rows(self) -> int:
         """Rows submitted but not yet in the journal (for the exit warning)."""
