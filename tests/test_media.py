@@ -156,13 +156,28 @@ def test_jpeg_alpha_is_rejected(tmp_path: Path) -> None:
         exp.log({"x_jpg": rgb(shape=(8, 8, 4))})
 
 
-def test_the_array_is_copied_at_the_call(tmp_path: Path) -> None:
+_BUFFERS = {
+    "rgb": (lambda: rgb(5), lambda a: a),
+    "grey with one channel": (lambda: rgb(6, (32, 48, 1)), lambda a: a[..., 0]),
+    "uint16 grey": (
+        lambda: np.random.default_rng(7).integers(0, 65536, size=(32, 48), dtype=np.uint16),
+        lambda a: a,
+    ),
+    "a strided view": (lambda: rgb(8, (64, 96, 3))[::2, ::2], lambda a: a),
+    "bool": (lambda: rgb(9, (32, 48)) > 127, lambda a: a.astype(np.uint8) * 255),
+    "float": (lambda: rgb(10).astype(np.float64) / 255.0, lambda a: np.round(a * 255.0).astype(np.uint8)),
+}
+
+
+@pytest.mark.parametrize("kind", list(_BUFFERS))
+def test_the_array_is_copied_at_the_call(tmp_path: Path, kind: str) -> None:
     """Changing the buffer after log() does not change the file (training loops reuse buffers)."""
-    buffer = rgb(5)
-    original = buffer.copy()
+    make, expected = _BUFFERS[kind]
+    buffer = make()
+    original = expected(buffer.copy())
     with Experiment(name="copy", save_dir=tmp_path) as exp:
         exp.log({"frame_png": buffer})
-        buffer[:] = 0
+        buffer[...] = 0
     assert np.array_equal(iio.imread(Path(exp.log_dir) / "media" / "frame_0.png"), original)
 
 
