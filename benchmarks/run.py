@@ -73,11 +73,11 @@ def plan(mode: str) -> dict:
     if mode == "quick":
         return dict(rounds=3, peers=["noop", "deque", "test_tube", "imageio_sync"],
                     scalars_n=[20_000], big_n=1_000_000, flat_n=[1_000, 10_000, 100_000],
-                    sparse_n=20_000, images_n=200, train_m=1_500, imgstep_m=1_000,
+                    sparse_n=20_000, images_n=200, train_m=1_500, imgstep_m=2_000,
                     exit_n=2_000, cap_s=15, flush_interval=0.2)
     return dict(rounds=3, peers=list(P.PEERS), scalars_n=[20_000], big_n=1_000_000,
                 flat_n=[1_000, 10_000, 100_000], sparse_n=20_000, images_n=200,
-                train_m=2_000, imgstep_m=1_500, exit_n=2_000, cap_s=10, flush_interval=0.2)
+                train_m=2_000, imgstep_m=3_000, exit_n=2_000, cap_s=10, flush_interval=0.2)
 
 
 def stride_for(n: int) -> int:
@@ -308,7 +308,7 @@ SUMMARY_FIELDS = [
     "lat_median_ms", "lat_p99_ms", "to_disk_s", "e2e_ms_per_image", "images_logged",
     "images_landed", "slowdown_pct", "slowdown_incl_close_pct", "base_step_ms",
     "logged_step_ms", "baseline_drift_pct", "main_thread_cpu_us_per_step",
-    "other_threads_cpu_us_per_step",
+    "other_threads_cpu_us_per_step", "steady_slowdown_pct", "first_images_extra_ms",
 ]
 
 
