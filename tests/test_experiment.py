@@ -120,6 +120,26 @@ def test_common_readers_agree_on_both_files(tmp_path: Path) -> None:
     exp.close()
 
 
+def test_float_cells_round_trip_and_whole_floats_keep_their_point(tmp_path: Path) -> None:
+    """Every float cell reads back as the same float; a whole one reads as a float, not an int.
+
+    Python spells 3.0 "3.0" and Arrow "3"; the CSV keeps Python's point, except
+    where the text already has an exponent ("1e+16", never "1e+16.0").
+    """
+    values = [1e16, 3.0, 0.5, -0.0, 1e-7, 2.0**53, 99999900000.0, -42.0, 0.1, 1e300, 5e-324]
+    with Experiment(name="floats", save_dir=tmp_path) as exp:
+        for i in range(200):  # enough rows that most cells are not whole
+            exp.log({"x": values[i] if i < len(values) else i + 0.25})
+    cells = [r["x"] for r in csv_rows(exp.log_dir)]
+    for value, cell in zip(values, cells):
+        assert float(cell) == value and math.copysign(1, float(cell)) == math.copysign(1, value), cell
+        if value.is_integer():
+            assert "." in cell or "e" in cell, f"{value!r} was written as {cell!r}, which reads as an int"
+            assert not cell.endswith(".0") or "e" not in cell, cell
+    assert cells[1] == "3.0" and cells[3] == "-0.0" and cells[7] == "-42.0" and cells[0] == "1e+16"
+    assert cells[len(values):] == [repr(i + 0.25) for i in range(len(values), 200)]
+
+
 def test_tricky_keys_round_trip_through_both_files(tmp_path: Path) -> None:
     """Keys with commas, quotes, newlines and non-ASCII characters come back unchanged."""
     keys = ["a,b", 'say "hi"', "two\nlines", "ünïcødé ✓", "tab\there"]

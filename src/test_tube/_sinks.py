@@ -243,6 +243,7 @@ _EMPTY = pa.scalar("", _TEXT)
 _COMMA = pa.scalar(",", _TEXT)
 _NEWLINE = pa.scalar("\n", _TEXT)
 _POINT_ZERO = pa.scalar(".0", _TEXT)
+_ZERO = pa.scalar(0.0, pa.float64())
 
 
 def _cell_text(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
@@ -274,16 +275,18 @@ def _cell_text(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
 def _float_text(column: pa.Array) -> pa.Array:
     text = pc.cast(column, _TEXT)
     # Python spells a whole float "3.0"; Arrow spells it "3", which readers
-    # would take for an int.  Large values ("1e+16") keep their exponent.
-    whole = pc.and_(pc.is_finite(column), pc.equal(pc.floor(column), column))
+    # would take for an int.  x - trunc(x) is exactly 0 for a whole finite
+    # float (nan for an infinity or nan, null for null): two passes, not four.
+    whole = pc.equal(pc.subtract(column, pc.trunc(column)), _ZERO)
     count = pc.sum(whole).as_py() or 0
     if not count:
         return text
-    whole = pc.and_(whole, pc.invert(pc.match_substring(text, "e")))
+    # Where Arrow chose an exponent ("1e+16") the text gets nothing.
     if count == len(column):
-        return pc.if_else(whole, pc.binary_join_element_wise(text, _POINT_ZERO, _EMPTY), text)
+        return pc.if_else(pc.match_substring(text, "e"), text, pc.binary_join_element_wise(text, _POINT_ZERO, _EMPTY))
     # Usually a few cells: rewrite only those instead of copying every cell twice.
-    fixed = pc.binary_join_element_wise(pc.filter(text, whole), _POINT_ZERO, _EMPTY)
+    cells = pc.filter(text, whole)
+    fixed = pc.if_else(pc.match_substring(cells, "e"), cells, pc.binary_join_element_wise(cells, _POINT_ZERO, _EMPTY))
     return pc.replace_with_mask(text, whole, fixed)
 
 
