@@ -128,9 +128,11 @@ def test_float_cells_round_trip_and_whole_floats_keep_their_point(tmp_path: Path
     """
     values = [1e16, 3.0, 0.5, -0.0, 1e-7, 2.0**53, 99999900000.0, -42.0, 0.1, 1e300, 5e-324]
     with Experiment(name="floats", save_dir=tmp_path) as exp:
-        for i in range(200):  # enough rows that most cells are not whole
-            exp.log({"x": values[i] if i < len(values) else i + 0.25})
-    cells = [r["x"] for r in csv_rows(exp.log_dir)]
+        for i in range(200):  # enough rows that most cells are not whole; "w" is always whole
+            exp.log({"x": values[i] if i < len(values) else i + 0.25, "w": float(i)})
+    rows = csv_rows(exp.log_dir)
+    assert [r["w"] for r in rows] == [f"{i}.0" for i in range(200)]
+    cells = [r["x"] for r in rows]
     for value, cell in zip(values, cells):
         assert float(cell) == value and math.copysign(1, float(cell)) == math.copysign(1, value), cell
         if value.is_integer():
@@ -502,24 +504,37 @@ def test_autosave_publishes_without_save(tmp_path: Path) -> None:
     assert result.stdout.strip() == "published", result.stderr
 
 
-def test_rows_do_not_pile_up_in_the_queue_between_flushes(tmp_path: Path) -> None:
-    """With no flush due for an hour, the writer still drains once a batch's worth of rows waits.
+@pytest.mark.parametrize("what", ["rows", "text bytes"])
+def test_rows_do_not_pile_up_in_the_queue_between_flushes(tmp_path: Path, what: str) -> None:
+    """With no flush due for an hour, the writer still drains once a batch's worth waits.
 
     Rows wait in the queue for at most one flush window or one batch
-    (``DRAIN_ROWS``), whichever comes first, so the queue never holds a long
-    run of Python objects for the garbage collector to walk.
+    (``DRAIN_ROWS`` rows, or half of ``max_queue_bytes`` and at most
+    ``BATCH_BYTES`` of text), whichever comes first, so the queue never holds a
+    long run of Python objects for the garbage collector to walk, and
+    ``log()`` does not block on the byte bound while the writer idles.
     """
-    from test_tube._writer import DRAIN_ROWS
+    from test_tube._writer import BATCH_BYTES, DRAIN_ROWS
 
     exp = Experiment(name="pile", save_dir=tmp_path, flush_interval=3600)
-    for i in range(3 * DRAIN_ROWS):
-        exp.log({"i": i, "s": "text"})  # a str: the general path's dict rows
+    if what == "rows":
+        rows = 3 * DRAIN_ROWS
+        for i in range(rows):
+            exp.log({"i": i, "s": "text"})  # a str: the general path's dict rows
+    else:
+        rows = 3 * BATCH_BYTES // 100_000
+        for i in range(rows):
+            exp.log({"s": f"{i:08d}" + "x" * 99_992})
+
+    def backlog() -> bool:
+        return exp._queued_rows() >= DRAIN_ROWS or exp._queued_bytes >= BATCH_BYTES
+
     deadline = time.monotonic() + 30
-    while exp._queued_rows() >= DRAIN_ROWS and time.monotonic() < deadline:
+    while backlog() and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert exp._queued_rows() < DRAIN_ROWS
+    assert not backlog()
     exp.close()
-    assert test_tube.read(exp.log_dir).num_rows == 3 * DRAIN_ROWS
+    assert test_tube.read(exp.log_dir).num_rows == rows
 
 
 def test_save_covers_every_row_logged_before_it(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ from ._rows import (
     widen,
 )
 from ._sinks import CsvSink, ParquetSink, Sink
-from ._writer import BASE_SCHEMA, Writer, concat, writer_error
+from ._writer import BASE_SCHEMA, BATCH_BYTES, Writer, concat, writer_error
 
 _time_ns = time.time_ns
 _FORMATS = frozenset({"csv", "parquet"})
@@ -181,6 +181,8 @@ class Experiment:
             autosave=self.autosave,
             flush_interval=flush_interval,
             max_pending_bytes=max(self._max_bytes, 64 * 2**20),
+            queued_bytes=self._queued_byte_count,
+            drain_bytes=min(BATCH_BYTES, self._max_bytes // 2),
             on_publish=self._on_publish,
             on_drain=self._release_bytes,
             on_error=self._on_writer_error,
@@ -327,6 +329,9 @@ class Experiment:
 
     def _queued_rows(self) -> int:
         return len(self._queue) + self._fast.queued()
+
+    def _queued_byte_count(self) -> int:
+        return self._queued_bytes
 
     def _wait_for_room(self, nbytes: int) -> None:
         while self._queued_rows() >= self._max_rows or (

@@ -7,7 +7,7 @@ Vocabulary, used the same way everywhere:
   main queue on the slow path, where flush barriers travel too;
 * *drain*: the writer pops what is queued, converts it to Arrow column by
   column and puts the rows back in the order they were logged, so no row
-  stays a Python object for longer than one cycle;
+  stays a Python object for longer than one flush window;
 * *flush*: a barrier; the pending rows go to the journal, then to the published
   files (``metrics.csv``, ``metrics.parquet``), and waiting callers are released;
 * *close*: a last flush that also completes ``metrics.parquet``, then the thread stops.
@@ -47,11 +47,13 @@ BATCH_BYTES = 16 * 2**20
 #: (``save()``, a full queue).
 DRAIN_INTERVAL = 0.1
 
-#: Rows that make a look a drain before the next flush is due.  A drain has a fixed
-#: cost of about 1 ms, mostly with the GIL held, which the training loop pays: a loop
-#: logging one row every few milliseconds (or one image every 50 ms) would pay it ten
-#: times a second for a handful of rows.  Fewer rows wait for the flush, which drains
-#: everything, so no row stays a Python object longer than one flush window.
+#: Rows that make a look a drain before the next flush is due (queued text and
+#: images do too, from ``drain_bytes``).  A drain has a fixed cost of about 1 ms
+#: (``benchmarks/writer_profile.py --rows 2``), mostly with the GIL held, which the
+#: training loop pays: a loop logging one row every few milliseconds (or one image
+#: every 50 ms) would pay it ten times a second for a handful of rows.  Fewer rows
+#: wait for the flush, which drains everything, so no row stays a Python object
+#: longer than one flush window.
 DRAIN_ROWS = 8_192
 
 #: The columns every table starts with.
@@ -100,6 +102,8 @@ class Writer:
         autosave: bool,
         flush_interval: float,
         max_pending_bytes: int,
+        queued_bytes: Callable[[], int],
+        drain_bytes: int,
         on_publish: Callable[[], None],
         on_drain: Callable[[int], None],
         on_error: Callable[[], None],
@@ -115,13 +119,18 @@ class Writer:
         self.autosave = autosave
         self.flush_interval = flush_interval
         self.max_pending_bytes = max_pending_bytes
+        self._queued_bytes = queued_bytes  # text and images submitted, not yet released
+        self.drain_bytes = drain_bytes
         self._on_publish = on_publish
         self._on_drain = on_drain
         self._on_error = on_error
         self.error: BaseException | None = None
         self.wake = threading.Event()
         self.drained = threading.Event()
+        # Raised by callers, lowered by the writer: under a lock, since a lost
+        # update would let a barrier be taken for a row, or stop the writer early.
         self.barriers_pending = 0
+        self._barrier_lock = threading.Lock()
         self.deferred_seen = False  # set once a row with tensors was queued
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
@@ -145,7 +154,8 @@ class Writer:
         Returns the barrier; ``barrier.done`` is unset if ``timeout`` ran out.
         """
         barrier = Barrier(final)
-        self.barriers_pending += 1
+        with self._barrier_lock:
+            self.barriers_pending += 1
         self.queue.append(barrier)
         if final:
             self._stopping = True
@@ -171,7 +181,10 @@ class Writer:
         lower_this_thread()
         while True:
             asked = self.wake.wait(DRAIN_INTERVAL)
-            self.wake.clear()
+            if asked:
+                # Only a wake-up is consumed: one set after a timed-out wait
+                # stays set and makes the next look a drain.
+                self.wake.clear()
             self.cycle(asked=asked)
             if self._stopping and not self.queue and not self.barriers_pending:
                 return
@@ -192,7 +205,8 @@ class Writer:
         now = time.monotonic()
         tick = now >= self._next_flush
         barriers: list[Barrier] = []
-        wanted = asked or tick or final or self.barriers_pending or self.queued_rows() >= DRAIN_ROWS
+        wanted = (asked or tick or final or self.barriers_pending or self.queued_rows() >= DRAIN_ROWS
+                  or self._queued_bytes() >= self.drain_bytes)
         if wanted and (self._pending_bytes < self.max_pending_bytes or self.barriers_pending):
             barriers = self._drain()
         final = final or any(b.final for b in barriers)
@@ -237,7 +251,8 @@ class Writer:
                     barriers.append(item)
                 else:
                     rows.append(item)
-            self.barriers_pending -= len(barriers)
+            with self._barrier_lock:
+                self.barriers_pending -= len(barriers)
             items = rows
         packed = list(self.fast.drain())
         self.drained.set()
@@ -370,6 +385,7 @@ class Writer:
         self.fast.clear()
         self._pending = []
         self._cycle_lock = threading.Lock()
+        self._barrier_lock = threading.Lock()
         try:
             os.close(self._journal_fd)
         except OSError:
