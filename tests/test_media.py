@@ -164,19 +164,35 @@ _BUFFERS = {
         lambda a: a,
     ),
     "a strided view": (lambda: rgb(8, (64, 96, 3))[::2, ::2], lambda a: a),
+    "a transposed view": (lambda: rgb(11, (48, 32, 3)).transpose(1, 0, 2), lambda a: a),
     "bool": (lambda: rgb(9, (32, 48)) > 127, lambda a: a.astype(np.uint8) * 255),
     "float": (lambda: rgb(10).astype(np.float64) / 255.0, lambda a: np.round(a * 255.0).astype(np.uint8)),
 }
 
 
-@pytest.mark.parametrize("kind", list(_BUFFERS))
+class _Tensor:
+    """A stand-in for a CPU tensor: ``__array__`` hands out a view of its storage."""
+
+    def __init__(self, storage: np.ndarray) -> None:
+        self.storage = storage
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self.storage
+
+
+@pytest.mark.parametrize("kind", [*_BUFFERS, "an __array__ object sharing its storage"])
 def test_the_array_is_copied_at_the_call(tmp_path: Path, kind: str) -> None:
     """Changing the buffer after log() does not change the file (training loops reuse buffers)."""
-    make, expected = _BUFFERS[kind]
-    buffer = make()
+    if kind in _BUFFERS:
+        make, expected = _BUFFERS[kind]
+        buffer = make()
+        value: Any = buffer
+    else:
+        buffer, expected = rgb(12), (lambda a: a)
+        value = _Tensor(buffer)
     original = expected(buffer.copy())
     with Experiment(name="copy", save_dir=tmp_path) as exp:
-        exp.log({"frame_png": buffer})
+        exp.log({"frame_png": value})
         buffer[...] = 0
     assert np.array_equal(iio.imread(Path(exp.log_dir) / "media" / "frame_0.png"), original)
 
