@@ -292,8 +292,8 @@ def run(args: argparse.Namespace) -> dict:
             # The first image imports the encoder library (imageio, Pillow's
             # plugins): a one-time cost, paid with the GIL held, that the
             # training loop shares.  Steps from the third image on are timed
-            # apart as the steady state; the first two windows' excess over
-            # the baseline is reported as that one-time cost.
+            # apart as the steady state; what the first two windows took
+            # beyond the same steps in the steady state is that one-time cost.
             warm_at = 2 * every
             it = iter(images)
             start = pc()
@@ -326,7 +326,7 @@ def run(args: argparse.Namespace) -> dict:
         if wl.startswith("imgstep") and warm is not None and done > warm_at:
             steady = (start + b - warm) / (done - warm_at)
             res.update(steady_slowdown_pct=100.0 * (steady / base - 1.0),
-                       first_images_extra_ms=((warm - start) - warm_at * base) / 1e6)
+                       first_images_extra_ms=((warm - start) - warm_at * steady) / 1e6)
 
     elif wl == "exit":
         n = p["n"]

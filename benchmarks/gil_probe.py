@@ -4,8 +4,8 @@ The writer thread's work is a few dozen numpy/pyarrow calls per batch. Most of
 them release the GIL, and a thread that wants it back while another thread runs
 pure Python waits for the interpreter's switch interval (5 ms by default). This
 script measures that directly: each operation (the kind the writer does on a
-65,536-row batch) is called in a loop on a background thread, once alone and
-once while the main thread spins in Python like a loop that only logs. It
+65,536-row batch) is called in a loop on a background thread, once while the
+main thread waits and once while it spins in Python like a loop that only logs. It
 prints calls per second in both cases and their ratio; an operation that keeps
 the GIL keeps a good part of its rate, one that releases it drops to about
 1 / switch interval.
@@ -47,11 +47,18 @@ def operations() -> dict[str, Callable[[], object]]:
 
 
 def rate_alone(op: Callable[[], object], seconds: float) -> float:
-    calls, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        op()
-        calls += 1
-    return calls / seconds
+    calls = [0]
+
+    def background() -> None:
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            op()
+            calls[0] += 1
+
+    thread = threading.Thread(target=background)
+    thread.start()
+    thread.join()  # the main thread waits, holding nothing
+    return calls[0] / seconds
 
 
 def rate_next_to_spinning_python(op: Callable[[], object], seconds: float) -> float:
@@ -78,7 +85,7 @@ def main() -> int:
     seconds = 1.0
     print(f"Python {sys.version.split()[0]}, numpy {np.__version__}, pyarrow {pa.__version__}, "
           f"switch interval {sys.getswitchinterval() * 1e3:.0f} ms; calls per second on a background thread")
-    print(f"  {'operation':34s} {'alone':>10s} {'main spins':>11s} {'ratio':>6s}")
+    print(f"  {'operation':34s} {'main waits':>10s} {'main spins':>11s} {'ratio':>6s}")
     for name, op in operations().items():
         alone = rate_alone(op, seconds / 2)
         contended = rate_next_to_spinning_python(op, seconds)

@@ -69,7 +69,7 @@ def plan(mode: str) -> dict:
     if mode == "tiny":
         return dict(rounds=1, peers=["noop", "deque", "test_tube", "imageio_sync"],
                     scalars_n=[400], big_n=None, flat_n=[], sparse_n=400, images_n=4,
-                    train_m=100, imgstep_m=100, exit_n=100, cap_s=10, flush_interval=0.05)
+                    train_m=100, imgstep_m=150, exit_n=100, cap_s=10, flush_interval=0.05)
     if mode == "quick":
         return dict(rounds=3, peers=["noop", "deque", "test_tube", "imageio_sync"],
                     scalars_n=[20_000], big_n=1_000_000, flat_n=[1_000, 10_000, 100_000],

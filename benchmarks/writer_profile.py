@@ -3,7 +3,9 @@
 Logs N rows of 5 floats in a tight loop (the end-to-end workload of
 ``run.py``), with the writer's stages wrapped to add up, per stage, the CPU
 time of the thread that ran it and the wall time it took. The difference is
-time spent waiting, mostly for the GIL. Prints both per row, and the loop's
+time spent waiting: for the GIL, and in the journal stage also for ``fsync``,
+and in the sinks at ``close()`` also for the background Parquet rewrite they
+join. Prints both per row, and the loop's
 and ``close()``'s time per step. ``--formats parquet`` (or ``csv``) runs the
 same with one published file, to see what each costs end to end.
 
