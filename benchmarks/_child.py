@@ -23,6 +23,7 @@ import importlib
 import json
 import os
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -290,28 +291,52 @@ def run(args: argparse.Namespace) -> dict:
             res["values_logged"] = 5 * done
         else:
             # The first image imports the encoder library (imageio, Pillow's
-            # plugins): a one-time cost, paid with the GIL held, that the
-            # training loop shares.  Steps from the third image on are timed
-            # apart as the steady state; what the first two windows took
-            # beyond the same steps in the steady state is that one-time cost.
+            # plugins): a one-time cost, paid with the GIL held, that the loop
+            # shares.  After a window of two images, blocks that log an image
+            # every `every` steps alternate with quiet blocks that log nothing,
+            # in the same loop with the logger open: each pair is compared on
+            # its own, so the machine's drift (the baseline segments before and
+            # after the loop differ by up to a few %) cancels out.  A quiet block
+            # is timed from its `settle`-th step: the image before it may still
+            # be encoding.
+            block = p.get("block", 200)
+            settle = block // 10
             warm_at = 2 * every
             it = iter(images)
+
+            def steps(n: int, log_every: int) -> int:
+                t0 = pc()
+                for j in range(n):
+                    step()
+                    if log_every and j % log_every == 0:
+                        log_image(next(it))
+                return pc() - t0
+
             start = pc()
-            warm = None
             deadline = start + cap_ns
-            done = logged = 0
-            for i in range(m):
-                if i == warm_at:
-                    warm = pc()
-                step()
-                if i % every == 0:
-                    log_image(next(it))
-                    logged += 1
-                done += 1
-                if not i & 63 and pc() > deadline:
-                    break
+            warm_ns = steps(warm_at, every)
+            logged, done = len(range(0, warm_at, every)), warm_at
+            busy: list[int] = []
+            quiet: list[int] = []
+            while done + block <= m and pc() < deadline:
+                if len(busy) == len(quiet):
+                    busy.append(steps(block, every))
+                    logged += len(range(0, block, every))
+                else:
+                    steps(settle, 0)
+                    quiet.append(steps(block - settle, 0))
+                done += block
             b = pc() - start
             res["images_logged"] = logged
+            pairs = sorted((x / block) / (q / (block - settle)) for x, q in zip(busy, quiet))
+            if pairs:
+                busy_step = sum(busy) / (len(busy) * block)
+                quiet_step = sum(quiet) / (len(quiet) * (block - settle))
+                res.update(steady_slowdown_pct=100.0 * (statistics.median(pairs) - 1.0),
+                           steady_pairs=len(pairs),
+                           image_steps_slowdown_pct=100.0 * (
+                               (warm_ns + sum(busy)) / (warm_at + len(busy) * block) / quiet_step - 1.0),
+                           first_images_extra_ms=(warm_ns - warm_at * busy_step) / 1e6)
         t = pc()
         ad.close()
         close_ns = pc() - t
@@ -323,10 +348,6 @@ def run(args: argparse.Namespace) -> dict:
                    baseline_drift_pct=100.0 * (a2 - a1) / a1,
                    slowdown_pct=100.0 * (per / base - 1.0),
                    slowdown_incl_close_pct=100.0 * ((b + close_ns) / max(done, 1) / base - 1.0))
-        if wl.startswith("imgstep") and warm is not None and done > warm_at:
-            steady = (start + b - warm) / (done - warm_at)
-            res.update(steady_slowdown_pct=100.0 * (steady / base - 1.0),
-                       first_images_extra_ms=((warm - start) - warm_at * steady) / 1e6)
 
     elif wl == "exit":
         n = p["n"]

@@ -69,15 +69,15 @@ def plan(mode: str) -> dict:
     if mode == "tiny":
         return dict(rounds=1, peers=["noop", "deque", "test_tube", "imageio_sync"],
                     scalars_n=[400], big_n=None, flat_n=[], sparse_n=400, images_n=4,
-                    train_m=100, imgstep_m=150, exit_n=100, cap_s=10, flush_interval=0.05)
+                    train_m=100, imgstep_m=150, imgstep_block=20, exit_n=100, cap_s=10, flush_interval=0.05)
     if mode == "quick":
         return dict(rounds=3, peers=["noop", "deque", "test_tube", "imageio_sync"],
                     scalars_n=[20_000], big_n=1_000_000, flat_n=[1_000, 10_000, 100_000],
-                    sparse_n=20_000, images_n=200, train_m=1_500, imgstep_m=2_000,
+                    sparse_n=20_000, images_n=200, train_m=1_500, imgstep_m=2_000, imgstep_block=200,
                     exit_n=2_000, cap_s=15, flush_interval=0.2)
     return dict(rounds=3, peers=list(P.PEERS), scalars_n=[20_000], big_n=1_000_000,
                 flat_n=[1_000, 10_000, 100_000], sparse_n=20_000, images_n=200,
-                train_m=2_000, imgstep_m=3_000, exit_n=2_000, cap_s=10, flush_interval=0.2)
+                train_m=2_000, imgstep_m=3_000, imgstep_block=200, exit_n=2_000, cap_s=10, flush_interval=0.2)
 
 
 def stride_for(n: int) -> int:
@@ -308,7 +308,8 @@ SUMMARY_FIELDS = [
     "lat_median_ms", "lat_p99_ms", "to_disk_s", "e2e_ms_per_image", "images_logged",
     "images_landed", "slowdown_pct", "slowdown_incl_close_pct", "base_step_ms",
     "logged_step_ms", "baseline_drift_pct", "main_thread_cpu_us_per_step",
-    "other_threads_cpu_us_per_step", "steady_slowdown_pct", "first_images_extra_ms",
+    "other_threads_cpu_us_per_step", "steady_slowdown_pct", "steady_pairs", "image_steps_slowdown_pct",
+    "first_images_extra_ms",
 ]
 
 
@@ -460,11 +461,12 @@ def main(argv: list[str] | None = None) -> int:
             wl.append(("images", {"n": cfg["images_n"], "cap_s": cap}))
         wl.append(("train", {"m": cfg["train_m"], "reps": 1, "cap_s": cap}))
         if peer.images:
-            wl.append(("imgstep", {"m": cfg["imgstep_m"], "reps": 3, "every": 50, "cap_s": cap}))
+            wl.append(("imgstep", {"m": cfg["imgstep_m"], "reps": 3, "every": 50, "cap_s": cap,
+                                   "block": cfg["imgstep_block"]}))
         if k == "test_tube":
             # The same with numpy's BLAS on one thread: the step leaves a core to the encoders.
             wl.append(("imgstep_1core", {"m": cfg["imgstep_m"], "step_ms": 1.0, "every": 50, "cap_s": cap,
-                                         "blas_threads": 1}))
+                                         "blas_threads": 1, "block": cfg["imgstep_block"]}))
         for mode_ in ("end", "os_exit"):
             wl.append((f"exit_{'end' if mode_ == 'end' else 'os'}",
                        {"n": cfg["exit_n"], "reps": 1, "mode": mode_, "cap_s": cap,
