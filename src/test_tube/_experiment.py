@@ -328,7 +328,7 @@ class Experiment:
         return f"{_layout.MEDIA}/{name}"
 
     def _queued_rows(self) -> int:
-        return len(self._queue) + self._fast.queued()
+        return self._writer.queued_rows()
 
     def _queued_byte_count(self) -> int:
         return self._queued_bytes
