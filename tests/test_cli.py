@@ -292,7 +292,7 @@ def test_smoothing_is_tensorboards_debiased_ema() -> None:
 WRITER = textwrap.dedent("""
     import sys
     import test_tube
-    exp = test_tube.Experiment("live", save_dir=sys.argv[1], record_git=False, flush_interval=0.2)
+    exp = test_tube.Experiment(name="live", save_dir=sys.argv[1], record_git=False, flush_interval=0.2)
     for i in range(5):
         exp.log({"loss": 1.0 / (i + 1)})
     exp.save()

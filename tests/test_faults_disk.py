@@ -14,7 +14,7 @@ from faultlib import check_prefix, check_readers, run, script
 FILL = """
 root, limit = sys.argv[1], int(sys.argv[2])
 import resource
-exp = Experiment("d", save_dir=root, record_git=False, flush_interval=0.05, max_queue_rows=2000)
+exp = Experiment(name="d", save_dir=root, record_git=False, flush_interval=0.05, max_queue_rows=2000)
 log_dir = exp.log_dir
 if limit:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit, writes fail with EFBIG
@@ -108,7 +108,7 @@ def test_file_size_limit(tmp_path: Path) -> None:
 GONE = """
 root, how = sys.argv[1], sys.argv[2]
 import shutil
-exp = Experiment("g", save_dir=root, record_git=False, flush_interval=0.05)
+exp = Experiment(name="g", save_dir=root, record_git=False, flush_interval=0.05)
 for i in range(100):
     exp.log(row(i))
 exp.save()
@@ -154,7 +154,7 @@ def test_version_folder_deleted_or_replaced_mid_run(tmp_path: Path, how: str) ->
 MEDIA = """
 root = sys.argv[1]
 import shutil
-exp = Experiment("m", save_dir=root, record_git=False)
+exp = Experiment(name="m", save_dir=root, record_git=False)
 for i in range(60):
     exp.log(row(i, images=True))
 exp.save()
@@ -201,7 +201,7 @@ def write(fd, data):
         raise OSError(errno.ENOSPC, "No space left on device")  # ...then the disk is full
     return real_write(fd, data)
 os.write = write
-exp = Experiment("h", save_dir=root, record_git=False)
+exp = Experiment(name="h", save_dir=root, record_git=False)
 for i in range(100):
     exp.log(row(i))
 exp.save()
@@ -243,7 +243,7 @@ def writev(fd, buffers):
         raise OSError(errno.EIO, "Input/output error")
     return real_writev(fd, buffers)
 os.writev = writev
-exp = Experiment("n", save_dir=root, record_git=False, flush_interval=0.01)
+exp = Experiment(name="n", save_dir=root, record_git=False, flush_interval=0.01)
 for i in range(1000):
     exp.log(row(i))  # the same keys and types every row: the fast path
 exp.save()
@@ -287,7 +287,7 @@ def test_a_writer_error_surfaces_on_the_next_log_call(tmp_path: Path) -> None:
 FULL_AT_EXIT = """
 root = sys.argv[1]
 import resource
-exp = Experiment("x", save_dir=root, record_git=False, autosave=False, flush_interval=60)
+exp = Experiment(name="x", save_dir=root, record_git=False, autosave=False, flush_interval=60)
 for i in range(100):
     exp.log(row(i))
 exp.save()
@@ -319,7 +319,7 @@ def writev(fd, buffers):
         raise OSError(errno.EIO, "Input/output error")
     return real_writev(fd, buffers)
 os.writev = writev
-exp = Experiment("b", save_dir=root, record_git=False, flush_interval=0.01, max_queue_rows=1000)
+exp = Experiment(name="b", save_dir=root, record_git=False, flush_interval=0.01, max_queue_rows=1000)
 exp.log(row(0))
 exp.save()
 stuck.set()

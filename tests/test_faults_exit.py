@@ -14,7 +14,7 @@ from faultlib import Victim, check_prefix, check_readers, count, rss_helper, run
 
 OPEN = """
 root = sys.argv[1]
-exp = Experiment("e", save_dir=root, record_git=False, autosave=False, flush_interval=60)
+exp = Experiment(name="e", save_dir=root, record_git=False, autosave=False, flush_interval=60)
 """
 
 
@@ -147,7 +147,7 @@ signal.signal(signal.SIGTERM, on_term)
 """
     body = "root = sys.argv[1]\n"
     body += handler if when == "before" else ""
-    body += 'exp = Experiment("e", save_dir=root, record_git=False, autosave=False, flush_interval=60)\n'
+    body += 'exp = Experiment(name="e", save_dir=root, record_git=False, autosave=False, flush_interval=60)\n'
     body += handler if when == "after" else ""
     body += """
 i = 0
@@ -177,7 +177,7 @@ def writev(fd, buffers):
         threading.Event().wait()  # a write that never returns
     return real_writev(fd, buffers)
 os.writev = writev
-exp = Experiment("e", save_dir=root, record_git=False, exit_timeout=2.0)
+exp = Experiment(name="e", save_dir=root, record_git=False, exit_timeout=2.0)
 for i in range(100):
     exp.log(row(i))
 exp.save()
@@ -224,7 +224,7 @@ def write(fd, data):
 os.writev = writev
 os.write = write
 from faultlib_rss import rss_kib
-exp = Experiment("e", save_dir=root, record_git=False, max_queue_rows=5000, max_queue_bytes=2**20,
+exp = Experiment(name="e", save_dir=root, record_git=False, max_queue_rows=5000, max_queue_bytes=2**20,
                  flush_interval=0.05)
 peak_queue = 0
 peak_bytes = 0

@@ -14,7 +14,7 @@ from faultlib import check_prefix, check_readers, count, run, script
 
 FORKS = """
 root, forks = sys.argv[1], int(sys.argv[2])
-exp = Experiment("f", save_dir=root, record_git=False, flush_interval=0.01)
+exp = Experiment(name="f", save_dir=root, record_git=False, flush_interval=0.01)
 stop = threading.Event()
 logged = []
 def flood():
@@ -40,7 +40,7 @@ for k in range(forks):
             code = 11
         if k % 4 == 0 and code == 0:
             try:  # a child may open its own Experiment, whatever locks the parent held at the fork
-                with Experiment("child", save_dir=root, record_git=False, flush_interval=0.01) as mine:
+                with Experiment(name="child", save_dir=root, record_git=False, flush_interval=0.01) as mine:
                     for j in range(50):
                         mine.log({"j": j, "s": "c%d" % j, "k%d" % (j % 3): j})
             except BaseException as exc:
@@ -96,7 +96,7 @@ def test_forks_while_another_thread_floods_log(tmp_path: Path) -> None:
 POOL = """
 root = sys.argv[1]
 import multiprocessing
-exp = Experiment("p", save_dir=root, record_git=False, flush_interval=0.01)
+exp = Experiment(name="p", save_dir=root, record_git=False, flush_interval=0.01)
 stop = threading.Event()
 logged = []
 def flood():
@@ -108,7 +108,7 @@ def flood():
 mine = None
 def init():
     global mine  # a DataLoader-style worker_init_fn: one Experiment per worker, open across tasks
-    mine = Experiment("worker", save_dir=root, record_git=False, flush_interval=0.01)
+    mine = Experiment(name="worker", save_dir=root, record_git=False, flush_interval=0.01)
 def work(k):
     try:
         exp.log({"w": k})
@@ -151,7 +151,7 @@ def test_dataloader_style_pool_of_forked_workers(tmp_path: Path) -> None:
 
 RAW = """
 root = sys.argv[1]
-exp = Experiment("r", save_dir=root, record_git=False, autosave=False, flush_interval=60)
+exp = Experiment(name="r", save_dir=root, record_git=False, autosave=False, flush_interval=60)
 for i in range(1000):
     exp.log(row(i))  # not yet written when the child is forked
 pid = os.fork()
@@ -182,7 +182,7 @@ def _use(exp: object) -> None:
 
 def test_spawn_workers_handed_an_experiment_get_a_clear_error(tmp_path: Path) -> None:
     """Pickling an Experiment (as spawn does) fails with a TypeError that says what to do instead."""
-    exp = test_tube.Experiment("s", save_dir=tmp_path, record_git=False)
+    exp = test_tube.Experiment(name="s", save_dir=tmp_path, record_git=False)
     try:
         with pytest.raises(TypeError, match="cannot be pickled.*log_dir"):
             pickle.dumps(exp)

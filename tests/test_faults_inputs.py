@@ -23,7 +23,7 @@ from test_tube._errors import LogTypeError, LogValueError
 
 
 def _open(tmp_path: Path, **kw: Any) -> test_tube.Experiment:
-    return test_tube.Experiment("in", save_dir=tmp_path, record_git=False, **kw)
+    return test_tube.Experiment(name="in", save_dir=tmp_path, record_git=False, **kw)
 
 
 def _values(exp: test_tube.Experiment) -> dict[str, list[Any]]:
@@ -246,7 +246,7 @@ def test_random_rows_read_back_equal(run: tuple[dict[str, str], list[dict[str, A
     _, rows = run
     folder = tempfile.mkdtemp(prefix="tt-hyp-")
     try:
-        exp = test_tube.Experiment("h", save_dir=folder, record_git=False)
+        exp = test_tube.Experiment(name="h", save_dir=folder, record_git=False)
         for r in rows:
             exp.log(r)
         exp.close()

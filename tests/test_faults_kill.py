@@ -19,7 +19,7 @@ rng = random.Random(seed)
 log_dir = os.path.join(root, "k", "version_0")
 n0 = test_tube.read(log_dir).num_rows if os.path.isdir(log_dir) else 0
 say("starting", n0)
-exp = Experiment("k", save_dir=root, version=0, record_git=False, autosave=rng.random() < 0.8,
+exp = Experiment(name="k", save_dir=root, version=0, record_git=False, autosave=rng.random() < 0.8,
                  flush_interval=rng.choice([0.005, 0.02, 0.1, 0.5]))
 say("open", n0)
 i = n0
@@ -38,7 +38,7 @@ FINISH = """
 root, images = sys.argv[1], sys.argv[2] == "1"
 log_dir = os.path.join(root, "k", "version_0")
 n0 = test_tube.read(log_dir).num_rows if os.path.isdir(log_dir) else 0
-with Experiment("k", save_dir=root, version=0, record_git=False) as exp:
+with Experiment(name="k", save_dir=root, version=0, record_git=False) as exp:
     for i in range(n0, n0 + 25):
         exp.log(row(i, images))
 say("done", n0 + 25)
@@ -152,7 +152,7 @@ def test_journal_torn_at_every_offset_of_its_last_frame(tmp_path: Path, full: bo
         shutil.copytree(log_dir, copy)
         with open(copy / "_journal.arrows", "r+b") as f:
             f.truncate(cut)
-        with test_tube.Experiment("t", save_dir=copy.parent.parent, version=0, record_git=False) as exp:
+        with test_tube.Experiment(name="t", save_dir=copy.parent.parent, version=0, record_git=False) as exp:
             for i in range(25, 30):
                 exp.log(row(i))
         assert check_prefix(copy) == 30
@@ -169,7 +169,7 @@ def test_csv_torn_at_every_offset_of_its_last_line(tmp_path: Path) -> None:
         csv.write_bytes(data[:cut])
         assert check_prefix(log_dir) == 40
     csv.write_bytes(data[: start + (len(data) - start) // 2])
-    with test_tube.Experiment("t", save_dir=tmp_path, version=0, record_git=False) as exp:
+    with test_tube.Experiment(name="t", save_dir=tmp_path, version=0, record_git=False) as exp:
         exp.log(row(40))
     check_readers(log_dir, 41, complete=True)
 

@@ -14,7 +14,7 @@ deadline = time.monotonic() + 30
 while not os.path.exists(go) and time.monotonic() < deadline:
     time.sleep(0.001)  # a start line, so the processes race for the version
 try:
-    exp = Experiment("same", save_dir=root, version=None if version == "none" else int(version), record_git=False)
+    exp = Experiment(name="same", save_dir=root, version=None if version == "none" else int(version), record_git=False)
 except test_tube.VersionInUseError as exc:
     say("in use", exc.log_dir)
     sys.exit(0)

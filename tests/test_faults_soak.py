@@ -11,7 +11,7 @@ from faultlib import count, rss_helper, run, script
 SOAK = """
 root, seconds = sys.argv[1], float(sys.argv[2])
 from faultlib_rss import rss_kib
-exp = Experiment("soak", save_dir=root, record_git=False)
+exp = Experiment(name="soak", save_dir=root, record_git=False)
 rate, batch = 10_000, 100
 samples = []
 i = 0

@@ -18,7 +18,7 @@ def _join(threads: list[threading.Thread]) -> None:
 def test_eight_threads_ten_thousand_rows_each(tmp_path: Path) -> None:
     """8 threads x 10,000 rows: every row once, and each thread's rows in the order it logged them."""
     per = count(10_000, 50_000)
-    exp = test_tube.Experiment("t", save_dir=tmp_path, record_git=False, flush_interval=0.01,
+    exp = test_tube.Experiment(name="t", save_dir=tmp_path, record_git=False, flush_interval=0.01,
                                max_queue_rows=4096)
     start = threading.Barrier(8)
 
@@ -47,7 +47,7 @@ def test_eight_threads_ten_thousand_rows_each(tmp_path: Path) -> None:
 
 def test_save_from_several_threads_while_others_log(tmp_path: Path) -> None:
     """Concurrent save() calls each return, and each covers every row logged before it was called."""
-    exp = test_tube.Experiment("s", save_dir=tmp_path, record_git=False, flush_interval=5.0)
+    exp = test_tube.Experiment(name="s", save_dir=tmp_path, record_git=False, flush_interval=5.0)
     loggers, savers, per = 4, 3, count(20_000, 100_000)
     progress = [0] * loggers
     done = threading.Event()

@@ -683,7 +683,7 @@ def test_experiment_records_the_snapshot(repo: Path, tmp_path: Path, monkeypatch
     """Experiment(create_git_tag=True) tags tt_<name>_v<version> and records the snapshot in meta.experiment."""
     (repo / "train.py").write_text("print('experiment')\n")
     monkeypatch.chdir(repo)
-    exp = test_tube.Experiment("dense_model", save_dir=str(tmp_path / "logs"), create_git_tag=True)
+    exp = test_tube.Experiment(name="dense_model", save_dir=str(tmp_path / "logs"), create_git_tag=True)
     try:
         log_dir = Path(exp.log_dir)
     finally:
@@ -703,7 +703,7 @@ def test_experiment_outside_a_repository_warns_at_the_caller(tmp_path: Path, mon
     monkeypatch.chdir(folder)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        exp = test_tube.Experiment("dense_model", save_dir=str(tmp_path / "logs"), create_git_tag=True)
+        exp = test_tube.Experiment(name="dense_model", save_dir=str(tmp_path / "logs"), create_git_tag=True)
     try:
         log_dir = Path(exp.log_dir)
     finally:

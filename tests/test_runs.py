@@ -27,7 +27,7 @@ from test_tube._runs import run_status, runs
 CRASH_SCRIPT = textwrap.dedent("""
     import os, sys
     import test_tube
-    exp = test_tube.Experiment("demo", save_dir=sys.argv[1], record_git=False, description="killed")
+    exp = test_tube.Experiment(name="demo", save_dir=sys.argv[1], record_git=False, description="killed")
     exp.tag({"lr": 0.1, "optimizer": "sgd"})
     for i in range(4):
         exp.log({"loss": 2.0 - i / 10, "acc": i})
@@ -63,7 +63,7 @@ def make_legacy(save_dir: Path) -> Path:
 def build_save_dir(save_dir: Path) -> Path:
     """demo/version_0 finished with an image, _1 failed, _2 crashed, _3 resumed; legacy/version_0."""
     opts: dict[str, Any] = {"save_dir": save_dir, "record_git": False}
-    with test_tube.Experiment("demo", description="baseline, with a long description to show", **opts) as exp:
+    with test_tube.Experiment(name="demo", description="baseline, with a long description to show", **opts) as exp:
         exp.tag({"lr": 0.01, "optimizer": "adam", "layers": [64, 64], "augment": True, "status": "tuned"})
         for i in range(20):
             row: dict[str, Any] = {"loss": 1.0 / (i + 1), "acc": i}
@@ -71,16 +71,16 @@ def build_save_dir(save_dir: Path) -> Path:
                 row["val_loss"] = 2.0 / (i + 1)
             exp.log(row)
         exp.log({"png_sample": np.full((16, 16, 3), 200, np.uint8)})
-    with pytest.raises(RuntimeError), test_tube.Experiment("demo", **opts) as exp:
+    with pytest.raises(RuntimeError), test_tube.Experiment(name="demo", **opts) as exp:
         exp.tag({"lr": 0.1, "optimizer": "adam", "layers": [32]})
         exp.log({"loss": float("nan"), "acc": 3})
         raise RuntimeError("diverged")
     make_crashed(save_dir)
-    with test_tube.Experiment("demo", description="resumed", **opts) as exp:
+    with test_tube.Experiment(name="demo", description="resumed", **opts) as exp:
         exp.tag({"lr": 0.001})
         for i in range(5):
             exp.log({"loss": 0.5 - i / 100, "acc": 10 + i})
-    with test_tube.Experiment("demo", version=3, **opts) as exp:
+    with test_tube.Experiment(name="demo", version=3, **opts) as exp:
         for i in range(5):
             exp.log({"loss": 0.4 - i / 100, "acc": 2.5})  # acc widens to float
     make_legacy(save_dir)
@@ -156,7 +156,7 @@ def test_metric_widened_to_float_across_a_resume(table: pa.Table) -> None:
 def test_int_metric_stays_int_when_every_run_agrees(tmp_path: Path) -> None:
     """A metric logged only as ints in every run gives int64 columns."""
     for _ in range(2):
-        with test_tube.Experiment("ints", save_dir=tmp_path, record_git=False) as exp:
+        with test_tube.Experiment(name="ints", save_dir=tmp_path, record_git=False) as exp:
             exp.log({"epoch": 3})
     table = runs(tmp_path)
     assert table.schema.field("epoch.last").type == pa.int64()
@@ -165,7 +165,7 @@ def test_int_metric_stays_int_when_every_run_agrees(tmp_path: Path) -> None:
 
 def test_a_zero_minimum_is_not_negative_zero(tmp_path: Path) -> None:
     """Parquet stores a zero minimum as -0.0; the table says 0.0."""
-    with test_tube.Experiment("zero", save_dir=tmp_path, record_git=False) as exp:
+    with test_tube.Experiment(name="zero", save_dir=tmp_path, record_git=False) as exp:
         exp.log({"acc": 0.0})
         exp.log({"acc": 0.5})
     value = runs(tmp_path).column("acc.min")[0].as_py()
@@ -241,7 +241,7 @@ def test_finished_runs_are_not_read_row_by_row(save_dir: Path, monkeypatch: pyte
 
 def test_a_parquet_older_than_the_journal_is_not_trusted(tmp_path: Path) -> None:
     """When the journal was written after metrics.parquet, the rows come from the journal."""
-    with test_tube.Experiment("x", save_dir=tmp_path, record_git=False) as exp:
+    with test_tube.Experiment(name="x", save_dir=tmp_path, record_git=False) as exp:
         exp.log({"loss": 1.0})
     log_dir = Path(exp.log_dir)
     stale = pq.read_table(log_dir / "metrics.parquet")
@@ -257,7 +257,7 @@ def test_a_parquet_older_than_the_journal_is_not_trusted(tmp_path: Path) -> None
 
 def test_a_damaged_parquet_falls_back_to_the_journal(tmp_path: Path) -> None:
     """A metrics.parquet that cannot be parsed is skipped: the journal has every row."""
-    with test_tube.Experiment("x", save_dir=tmp_path, record_git=False) as exp:
+    with test_tube.Experiment(name="x", save_dir=tmp_path, record_git=False) as exp:
         exp.log({"loss": 1.0})
         exp.log({"loss": 0.25})
     (Path(exp.log_dir) / "metrics.parquet").write_bytes(b"not parquet")
@@ -267,7 +267,7 @@ def test_a_damaged_parquet_falls_back_to_the_journal(tmp_path: Path) -> None:
 
 def test_an_unreadable_run_warns_and_keeps_its_row(tmp_path: Path) -> None:
     """When no file of a run can be read, runs() warns naming it and leaves its counts null."""
-    with test_tube.Experiment("x", save_dir=tmp_path, record_git=False) as exp:
+    with test_tube.Experiment(name="x", save_dir=tmp_path, record_git=False) as exp:
         exp.tag({"lr": 0.5})
         exp.log({"loss": 1.0})
     (Path(exp.log_dir) / "_journal.arrows").write_bytes(b"garbage")
@@ -341,7 +341,7 @@ def test_closed_and_legacy_statuses_pass_through() -> None:
 
 def test_running_run_is_summarised_from_its_journal(tmp_path: Path) -> None:
     """An open Experiment in this process: running, with every saved row counted."""
-    exp = test_tube.Experiment("live", save_dir=tmp_path, record_git=False, flush_interval=30.0)
+    exp = test_tube.Experiment(name="live", save_dir=tmp_path, record_git=False, flush_interval=30.0)
     try:
         for i in range(7):
             exp.log({"loss": float(i)})

@@ -57,18 +57,24 @@ class Experiment:
     ``metrics.csv``/``metrics.parquet``.  ``save()`` blocks until every row
     logged before it is in those files.  All methods are thread-safe.
 
+    Positional arguments follow test-tube 0.7.5's order, ``(save_dir, name,
+    debug, version, autosave, description, create_git_tag, rank)``, so code
+    written for it keeps working; pass them by keyword to be clear.
+
     Args:
-        name: experiment name; files go to ``<save_dir>/<name>/version_<N>/``.
         save_dir: root folder; ``None`` means ``./test_tube_logs`` in the
             current working directory.
+        name: experiment name; files go to ``<save_dir>/<name>/version_<N>/``.
+        debug: if true, nothing is created, no thread starts, every method does nothing.
         version: ``None`` claims the next free version; an existing version is
             resumed (rows appended, steps continued, tags merged).
-        debug: if true, nothing is created, no thread starts, every method does nothing.
         autosave: if true (default), the writer publishes every
             ``flush_interval`` seconds; if false, ``metrics.*`` are written only
             by ``save()``, ``close()`` and at exit (rows are still journaled).
         description: free text stored in ``meta.experiment``.
         create_git_tag: tag a snapshot of the working tree as ``tt_<name>_v<version>``.
+        rank: the process's rank in multi-process training; as in 0.7.5, an
+            Experiment of a rank above 0 writes nothing and every method does nothing.
         flush_interval: seconds between periodic flushes; a crash loses at most this window.
         formats: published files, a subset of ``{"csv", "parquet"}``.
         max_queue_rows: rows that may wait for the writer before ``log()`` blocks (on the fast
@@ -82,13 +88,14 @@ class Experiment:
 
     def __init__(
         self,
-        name: str = "default",
         save_dir: str | os.PathLike[str] | None = None,
-        version: int | None = None,
+        name: str = "default",
         debug: bool = False,
+        version: int | None = None,
         autosave: bool = True,
         description: str | None = None,
         create_git_tag: bool = False,
+        rank: int = 0,
         *,
         flush_interval: float = 2.0,
         formats: tuple[str, ...] | list[str] = ("csv", "parquet"),
@@ -99,11 +106,14 @@ class Experiment:
         jpeg_quality: int = 90,
         record_git: bool = True,
     ) -> None:
-        _check_options(name, version, flush_interval, formats, max_queue_rows, max_queue_bytes, exit_timeout,
+        _check_options(name, version, rank, flush_interval, formats, max_queue_rows, max_queue_bytes, exit_timeout,
                        image_workers, jpeg_quality)
         self.name = name
         self.save_dir = os.path.abspath(os.fspath(save_dir) if save_dir is not None else DEFAULT_SAVE_DIR)
         self.debug = bool(debug)
+        self.rank = int(rank)
+        # Nothing to write: debug mode, or a rank other than 0 in multi-process training.
+        self._inert = self.debug or self.rank > 0
         self.autosave = bool(autosave)
         self.description = description
         self.create_git_tag = bool(create_git_tag)
@@ -128,7 +138,7 @@ class Experiment:
         self._tags_dirty = False
         self._failed = False
         exp_dir = _layout.experiment_dir(self.save_dir, name)
-        if self.debug:
+        if self._inert:
             self.version = version if version is not None else _layout.next_version(exp_dir)
             self.log_dir = _layout.version_dir(self.save_dir, name, self.version)
             return
@@ -244,7 +254,7 @@ class Experiment:
 
     def _log_slow(self, metrics: Any, step: Any, global_step: Any) -> None:
         now = _time_ns()
-        if self.debug:
+        if self._inert:
             return
         self._check_usable("log")
         if not isinstance(metrics, Mapping):
@@ -371,7 +381,7 @@ class Experiment:
 
     def tag(self, tags: Mapping[str, Any]) -> None:
         """Add tags (hyperparameters, notes); written to ``meta_tags.csv`` at the next flush."""
-        if self.debug:
+        if self._inert:
             return
         if not isinstance(tags, Mapping):
             raise LogTypeError(f"tag() takes a dict, got {type(tags).__name__}", value_type=type(tags))
@@ -397,7 +407,7 @@ class Experiment:
         Raises ``WriterError`` (cause chained) if the writer failed, and
         ``TimeoutError`` if ``timeout`` seconds pass first.
         """
-        if self.debug:
+        if self._inert:
             return
         self._check_usable("save")
         barrier = self._writer.flush(timeout)
@@ -417,7 +427,7 @@ class Experiment:
         the rows still queued are written by the final flush at exit).  A second
         call does nothing; ``log()`` afterwards raises ``ExperimentClosedError``.
         """
-        if self.debug or self._closed or self._pid != os.getpid():
+        if self._inert or self._closed or self._pid != os.getpid():
             self._closed = True
             return
         self._closed = True
@@ -551,7 +561,7 @@ class Experiment:
         )
 
     def __repr__(self) -> str:
-        state = "debug" if self.debug else ("closed" if self._closed else "open")
+        state = "debug" if self.debug else "inert" if self._inert else "closed" if self._closed else "open"
         return f"<Experiment {self.name!r} version={self.version} {state} log_dir={self.log_dir!r}>"
 
 
@@ -615,13 +625,15 @@ def _utc_text() -> str:
 
 
 def _check_options(
-    name: Any, version: Any, flush_interval: Any, formats: Any, max_queue_rows: Any, max_queue_bytes: Any,
+    name: Any, version: Any, rank: Any, flush_interval: Any, formats: Any, max_queue_rows: Any, max_queue_bytes: Any,
     exit_timeout: Any, image_workers: Any, jpeg_quality: Any,
 ) -> None:
     if not isinstance(name, str) or not name or os.sep in name or name in (".", ".."):
         raise ValueError(f"Experiment(name=...) must be a non-empty folder name, got {name!r}")
     if version is not None and (type(version) is bool or not isinstance(version, (int, np.integer)) or version < 0):
         raise ValueError(f"Experiment(version=...) must be None or an int >= 0, got {version!r}")
+    if type(rank) is bool or not isinstance(rank, (int, np.integer)) or rank < 0:
+        raise ValueError(f"Experiment(rank=...) must be an int >= 0, got {rank!r}")
     if not flush_interval > 0:
         raise ValueError(f"flush_interval must be > 0 seconds, got {flush_interval!r}")
     unknown = set(formats) - _FORMATS
