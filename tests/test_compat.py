@@ -72,3 +72,20 @@ def test_old_module_path_imports_the_experiment() -> None:
     from test_tube.log import Experiment
 
     assert Experiment is test_tube.Experiment
+
+
+def test_str_of_hyperparameters_is_the_0_7_5_table() -> None:
+    """print(hparams) shows a rule, 'Hyperparameters:' and one aligned 'name: value' line per argument."""
+    parser = test_tube.HyperOptArgumentParser(strategy="grid_search")
+    parser.opt_list("--learning_rate", options=[0.1, 0.01], type=float, default=0.1, tunable=True)
+    parser.add_argument("--optimizer", default="adam")
+    hparams = parser.parse_args([])
+    assert str(hparams) == (
+        "-" * 100 + "\n"
+        "Hyperparameters:\n"
+        "learning_rate       : 0.1\n"
+        "optimizer           : adam\n"
+    )
+    trial = next(hparams.trials(1))
+    assert str(trial).splitlines()[2] == "learning_rate       : 0.1"
+    assert repr(hparams).startswith("HyperOptNamespace(")

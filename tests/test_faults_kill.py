@@ -114,7 +114,7 @@ def _frames(path: Path) -> list[int]:
 
 def _make_run(tmp_path: Path, name: str = "t") -> Path:
     """A closed run of 40 rows written in 3 flushes (so the journal has several frames)."""
-    with test_tube.Experiment(name, save_dir=tmp_path, record_git=False) as exp:
+    with test_tube.Experiment(name=name, save_dir=tmp_path, record_git=False) as exp:
         for i in range(40):
             exp.log(row(i))
             if i in (9, 24):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import sys
@@ -20,7 +19,7 @@ import pyarrow.compute as pc
 
 from . import _exit, _git, _journal, _layout
 from ._errors import ExperimentClosedError, LogTypeError, LogValueError
-from ._fastpath import KINDS, FastPath
+from ._fastpath import FastPath, Steps, shape_of
 from ._media import MediaEncoder
 from ._read import _read_legacy_csv
 from ._rows import (
@@ -123,11 +122,8 @@ class Experiment:
         self._max_rows = max_queue_rows
         self._max_bytes = max_queue_bytes
         self._queue: deque[Any] = deque()  # rows of the slow path, and flush barriers
-        # One counter orders every row, fast or slow.  A row's step is its
-        # sequence number plus this offset, which only an explicit step changes.
-        self._seq = itertools.count()
-        self._step_offset = 0
-        self._fast = FastPath(self._seq.__next__, max_queue_rows, self._log_slow)
+        self._steps = Steps()  # one counter orders every row, fast or slow, and gives its step
+        self._fast = FastPath(self._steps, max_queue_rows, self._log_slow)
         self._columns: dict[str, pa.DataType] = {}
         self._lock = threading.Lock()
         self._queued_bytes = 0
@@ -183,7 +179,6 @@ class Experiment:
             label=f"{self.name}/version_{self.version}",
             queue=self._queue,
             fast=self._fast,
-            step_offset=self._step_offset,
             columns=self._columns,
             journal_path=journal_path,
             sinks=sinks,
@@ -227,7 +222,7 @@ class Experiment:
         if os.path.exists(journal_path) and os.path.getsize(journal_path) > end:
             os.truncate(journal_path, end)  # a torn frame from a crash
         if rows:
-            self._step_offset = last_step + 1
+            self._steps.continue_after(last_step)
         self.tags.update(_layout.read_tags(self.log_dir))
         old = _layout.read_meta(self.log_dir)
         if old.get("created_at"):
@@ -293,11 +288,7 @@ class Experiment:
                 if new != old:
                     changed[name] = new
             self._columns.update(changed)
-            seq = next(self._seq)
-            if step is None:
-                step = seq + self._step_offset
-            else:
-                self._step_offset = step - seq
+            seq, step = self._steps.take(step)
             for pos, key, image in images:
                 values[pos] = self._media_name(key, image.ext, step)
             self._queued_bytes += text_bytes + image_bytes
@@ -313,16 +304,20 @@ class Experiment:
             self._writer.deferred_seen = True
         self._queue.append(queued)
         if key_names and type(metrics) is dict and not images:
-            value_types = tuple(map(type, metrics.values()))
-            if all(t in KINDS for t in value_types) and tuple(metrics) == key_names:
-                self._teach_fast_path(key_names, value_types)
+            self._teach_fast_path(metrics, row, values)
 
-    def _teach_fast_path(self, names: tuple[str, ...], types: tuple[type, ...]) -> None:
-        """Let the next row with these keys and value types take the fast path."""
+    def _teach_fast_path(self, metrics: dict[str, Any], row: dict[str, Any], snapshots: list[Any]) -> None:
+        """Let the next row of this layout and these value types take the fast path.
+
+        ``row`` is ``metrics`` flattened, ``snapshots`` what was queued for its values.
+        """
+        shape = shape_of(metrics, list(row.values()), snapshots)
+        if shape is None:
+            return
         with self._lock:
             if self._closed or self._writer.error is not None or self._pid != os.getpid():
                 return
-            self._fast.add(names, types)
+            self._fast.add(*shape)
             # A writer error closed the fast path; the slow path has raised it since.
             self._fast.open = True
 

@@ -1,40 +1,46 @@
-"""The fast path of ``log()``: rows of a known key set, packed into bytes.
+"""The fast path of ``log()``, and the step rule.
 
-Training loops log the same few key sets millions of times, with a Python
-float, int or bool under each key.  For each such key set (a *shape*) this
-module keeps a queue and compiles the Experiment's ``log`` function
-(:attr:`FastPath.log`), which checks a row against every shape seen so far
-and packs a matching row with ``struct`` into one ``bytes`` object:
+Training loops log the same few key sets millions of times, each key holding
+a number: a Python float, int or bool, a numpy scalar, or a 0-d CPU tensor,
+at the top of the row or in nested dicts.  For each such layout (a *shape*:
+the key paths and one exact type per value) this module keeps a queue and
+compiles the Experiment's ``log`` function (:attr:`FastPath.log`), which
+checks a row against every shape seen so far and packs a matching row with
+``struct`` into one ``bytes`` object:
 
-    sequence number | time of the call (ns) | value | value | ...
+    sequence number | step | time of the call (ns) | value | value | ...
 
 The check is an exact-type test per value, written out as straight-line
 code so that it costs a few nanoseconds a value instead of a loop.  Packing
-is the snapshot (values are captured at the call) and most of the
+is the snapshot (values are captured at the call: a tensor is read with
+``.item()``, which on the CPU never waits for a device) and most of the
 conversion: the writer joins a shape's queue into one buffer and reads it
 as a numpy record array, one C call per column, where a row of Python
 objects would cost it a conversion per value with the GIL held.  ``bytes``
 objects are not tracked by the cyclic garbage collector, so a long queue
 costs it nothing.
 
-Anything the compiled function does not recognise (a new key set, another
-type, a full queue, a closed experiment, an explicit step) it hands to
-``Experiment._log_slow``, which validates the row, raises if it must, queues
-it the slow way and registers its shape here so the next one is fast.
+Anything the compiled function does not recognise (a new layout, another
+type, a tensor on a device, a full queue, a closed experiment, an odd step)
+it hands to ``Experiment._log_slow``, which validates the row, raises if it
+must, queues it the slow way and registers its shape here so the next one
+is fast.
 
-The sequence number comes from the counter the slow path also draws from, so
-the writer can put rows of all queues back in the order they were logged.
-Steps are not stored: a row's step is its sequence number plus an offset
-that only the slow path (an explicit ``step=``) changes, and the writer
-applies the same rule.
+The step rule lives here, in :class:`Steps`, for both paths: every row takes
+the next sequence number, which orders rows across queues; its step is that
+number plus an offset, and an explicit ``step=`` moves the offset.  The
+compiled function inlines the same three lines.
 """
 
 from __future__ import annotations
 
+import itertools
 import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
 
@@ -43,31 +49,141 @@ import pyarrow as pa
 
 from ._rows import BOOL, FLOAT, INT, INT64_MAX, INT64_MIN
 
-#: Value types the fast path takes, with their struct code, numpy type and column type.
-KINDS: dict[type, tuple[str, str, pa.DataType]] = {
+#: How each kind of packed value is stored: struct code, numpy type, column type.
+_PACKED: dict[type, tuple[str, str, pa.DataType]] = {
     float: ("d", "<f8", FLOAT),
     int: ("q", "<i8", INT),
     bool: ("?", "?", BOOL),
 }
 
+#: Exact scalar types the fast path takes, with the Python type each is packed as.
+#: numpy's integer types up to 32 unsigned bits always fit in 64 signed bits.
+SCALARS: dict[type, type] = {
+    float: float, int: int, bool: bool,
+    np.float64: float, np.float32: float, np.float16: float,
+    np.int64: int, np.int32: int, np.int16: int, np.int8: int,
+    np.uint32: int, np.uint16: int, np.uint8: int,
+    np.bool_: bool,
+}
+
 #: Beyond this many shapes, rows of new shapes take the slow path (still correct, just slower).
 MAX_SHAPES = 64
 
-_HEADER = [("seq", "<i8"), ("time", "<i8")]
+_HEADER = [("seq", "<i8"), ("step", "<i8"), ("time", "<i8")]
+
+#: The key path of each value of a row, in flattening order: ``(("losses", "train"), ("lr",))``.
+Paths = tuple[tuple[str, ...], ...]
+
+
+class Steps:
+    """The one rule for a row's step, shared by both paths.
+
+    A row's step is its sequence number plus :attr:`offset`; an explicit step
+    sets the offset so that the next automatic step follows it.  Sequence
+    numbers come from one ``itertools.count`` (atomic under the GIL), so
+    automatic steps are unique across threads.  The compiled ``log`` reads
+    :attr:`next_seq` and :attr:`offset` directly.
+    """
+
+    __slots__ = ("next_seq", "offset")
+
+    def __init__(self) -> None:
+        self.next_seq: Callable[[], int] = itertools.count().__next__
+        self.offset = [0]  # a cell, so the compiled function sees every change
+
+    def take(self, step: int | None) -> tuple[int, int]:
+        """(sequence number, step) of the next row; ``step`` is the explicit one, if any."""
+        seq = self.next_seq()
+        if step is None:
+            return seq, seq + self.offset[0]
+        self.offset[0] = step - seq
+        return seq, step
+
+    def continue_after(self, last_step: int) -> None:
+        """Make the next automatic step ``last_step + 1`` (resuming a version)."""
+        seq = self.next_seq()  # a sequence number may be skipped; only order matters
+        self.offset[0] = last_step - seq
+
+
+@dataclass(frozen=True)
+class Kind:
+    """The exact type of a logged value and the Python type it is packed as."""
+
+    raw: type
+    value: type
+
+    @property
+    def is_tensor(self) -> bool:
+        return self.raw not in SCALARS
+
+
+def shape_of(row: dict[str, Any], leaves: list[Any], snapshots: list[Any]) -> tuple[Paths, tuple[Kind, ...]] | None:
+    """The fast-path shape of a row the slow path accepted, or None if the fast path cannot take it.
+
+    ``leaves`` are the row's values in flattening order, ``snapshots`` what the
+    slow path queued for them.
+    """
+    kinds = [kind_of(raw, snapshot) for raw, snapshot in zip(leaves, snapshots)]
+    paths = paths_of(row)
+    if paths is None or len(paths) != len(kinds):
+        return None
+    known = [kind for kind in kinds if kind is not None]
+    return (paths, tuple(known)) if len(known) == len(kinds) else None
+
+
+def kind_of(raw: Any, snapshot: Any) -> Kind | None:
+    """The fast-path kind of a value the slow path accepted as ``snapshot``, or None."""
+    t = type(raw)
+    packed = SCALARS.get(t)
+    if packed is not None:
+        return Kind(t, packed)
+    if _is_cpu_tensor(raw) and type(snapshot) in _PACKED:
+        return Kind(t, type(snapshot))
+    return None
+
+
+def _is_cpu_tensor(value: Any) -> bool:
+    # Only torch's own class: a subclass (nn.Parameter) may override item().
+    # torch is never imported here: a tensor's presence means it already is.
+    torch = sys.modules.get("torch")
+    return (torch is not None and type(value) is torch.Tensor
+            and value.is_cpu and value.ndim == 0)
+
+
+def paths_of(row: dict[str, Any]) -> Paths | None:
+    """The key paths of a row's leaves in flattening order, or None if the fast path cannot take them.
+
+    Only plain, non-empty dicts are walked: another mapping, or an empty dict
+    (which flattens to nothing), leaves the row to the slow path.
+    """
+    paths: list[tuple[str, ...]] = []
+    for key, value in row.items():
+        if type(value) is dict:
+            inner = paths_of(value)
+            if not inner:
+                return None
+            paths += [(key, *path) for path in inner]
+        elif isinstance(value, dict):
+            return None
+        else:
+            paths.append((key,))
+    return tuple(paths)
 
 
 class PackedShape:
-    """One key set with one exact type per key, and the queue of its packed rows."""
+    """One layout of keys with one kind per value, and the queue of its packed rows."""
 
-    __slots__ = ("columns", "dtype", "names", "packer", "queue", "types")
+    __slots__ = ("columns", "dtype", "kinds", "names", "packer", "paths", "queue")
 
-    def __init__(self, names: tuple[str, ...], types: tuple[type, ...]) -> None:
-        self.names = names
-        self.types = types
-        self.packer = struct.Struct("<qq" + "".join(KINDS[t][0] for t in types))
-        self.dtype = np.dtype([*_HEADER, *((f"v{i}", KINDS[t][1]) for i, t in enumerate(types))])
+    def __init__(self, paths: Paths, kinds: tuple[Kind, ...]) -> None:
+        self.paths = paths
+        self.kinds = kinds
+        self.names = tuple("/".join(path) for path in paths)
+        stored = [_PACKED[k.value] for k in kinds]
+        self.packer = struct.Struct("<qqq" + "".join(code for code, _, _ in stored))
+        self.dtype = np.dtype([*_HEADER, *((f"v{i}", typ) for i, (_, typ, _) in enumerate(stored))])
         assert self.dtype.itemsize == self.packer.size
-        self.columns = [KINDS[t][2] for t in types]
+        self.columns = [column for _, _, column in stored]
         self.queue: deque[bytes] = deque()
 
     def take(self) -> bytes:
@@ -75,11 +191,11 @@ class PackedShape:
         queue = self.queue
         return b"".join(map(deque.popleft, repeat(queue, len(queue))))
 
-    def arrays(self, data: bytes) -> tuple[np.ndarray, np.ndarray, list[pa.Array]]:
-        """(sequence numbers, times in ns, one Arrow array per key) of packed rows."""
+    def arrays(self, data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[pa.Array]]:
+        """(sequence numbers, steps, times in ns, one Arrow array per key) of packed rows."""
         records = np.frombuffer(data, self.dtype)
         values = [pa.array(records[f"v{i}"], typ) for i, typ in enumerate(self.columns)]
-        return records["seq"], records["time"], values
+        return records["seq"], records["step"], records["time"], values
 
 
 class FastPath:
@@ -91,18 +207,20 @@ class FastPath:
     exp.log``, the usual hot-loop idiom) runs the new body too.
     """
 
-    def __init__(self, next_seq: Callable[[], int], max_rows: int, slow: Callable[..., None]) -> None:
+    def __init__(self, steps: Steps, max_rows: int, slow: Callable[..., None]) -> None:
         self.shapes: list[PackedShape] = []
         # Read on every call: the moment the Experiment closes, fails or is
         # forked, every row goes to the slow path, which raises.
         self._open = [True]
-        # The globals of every compiled body; the names of a shape's queue and
-        # packer are added before a body that uses them is swapped in.
+        # The globals of every compiled body; the names of a shape's queue,
+        # packer and types are added before a body that uses them is swapped in.
         self._env: dict[str, Any] = {
             "__builtins__": {}, "dict": dict, "type": type, "len": len, "KeyError": KeyError,
-            "is_open": self._open, "next_seq": next_seq, "time_ns": time.time_ns, "max_rows": max_rows,
-            "slow": slow, "float": float, "int": int, "bool": bool,
+            "is_open": self._open, "next_seq": steps.next_seq, "offset": steps.offset,
+            "time_ns": time.time_ns, "max_rows": max_rows, "slow": slow,
+            "float": float, "int": int, "bool": bool,
         }
+        self._type_names: dict[type, str] = {}
         self.log: Callable[..., None] = self._compile()
 
     @property
@@ -113,17 +231,20 @@ class FastPath:
     def open(self, value: bool) -> None:
         self._open[0] = value
 
-    def knows(self, names: tuple[str, ...], types: tuple[type, ...]) -> bool:
-        return any(s.names == names and s.types == types for s in self.shapes)
+    def knows(self, paths: Paths, kinds: tuple[Kind, ...]) -> bool:
+        return any(s.paths == paths and s.kinds == kinds for s in self.shapes)
 
-    def add(self, names: tuple[str, ...], types: tuple[type, ...]) -> None:
-        """Take rows with these keys and value types from now on (call under the Experiment's lock)."""
-        if len(self.shapes) >= MAX_SHAPES or self.knows(names, types):
+    def add(self, paths: Paths, kinds: tuple[Kind, ...]) -> None:
+        """Take rows of this layout and these kinds from now on (call under the Experiment's lock)."""
+        if len(self.shapes) >= MAX_SHAPES or self.knows(paths, kinds):
             return
-        shape = PackedShape(names, types)
+        shape = PackedShape(paths, kinds)
         i = len(self.shapes)
+        for kind in kinds:
+            self._type_names.setdefault(kind.raw, f"T{len(self._type_names)}")
         self._env.update({f"queue_{i}": shape.queue, f"append_{i}": shape.queue.append,
-                          f"pack_{i}": shape.packer.pack, f"keys_{i}": frozenset(names)})
+                          f"pack_{i}": shape.packer.pack, f"keys_{i}": frozenset(p[0] for p in paths),
+                          **{name: t for t, name in self._type_names.items()}})
         self.shapes = [*self.shapes, shape]
         self.log.__code__ = self._compile().__code__
 
@@ -142,10 +263,12 @@ class FastPath:
     def _compile(self) -> Any:
         """Compile ``log(metrics, step=None, *, global_step=None)`` for the shapes so far.
 
-        The body for one shape with keys ``loss`` and ``lr``::
+        The body for one shape, ``{"loss": float, "lr": np.float32}``::
 
             def log(metrics, step=None, *, global_step=None):
-                if type(metrics) is dict and step is None and global_step is None and is_open[0]:
+                if global_step is not None and step is None:
+                    step, global_step = global_step, None
+                if type(metrics) is dict and global_step is None and is_open[0]:
                     n = len(metrics)
                     if n == 2:
                         try:
@@ -153,43 +276,43 @@ class FastPath:
                         except KeyError:
                             pass
                         else:
-                            if type(v0) is float and type(v1) is float and len(queue_0) < max_rows:
-                                append_0(pack_0(next_seq(), time_ns(), v0, v1))
-                                return
+                            if type(v0) is T0 and type(v1) is T1 and len(queue_0) < max_rows:
+                                if step is None:
+                                    s = next_seq()
+                                    append_0(pack_0(s, s + offset[0], time_ns(), v0, v1))
+                                    return
+                                if type(step) is int and -2**63 <= step <= 2**63 - 1:
+                                    s = next_seq()
+                                    offset[0] = step - s
+                                    append_0(pack_0(s, step, time_ns(), v0, v1))
+                                    return
                 slow(metrics, step, global_step)
 
-        Several shapes of one length are told apart by ``metrics.keys() ==
-        keys_i`` (a C-level set comparison) instead of by a KeyError.
+        A nested dict is loaded key by key after a check that it is a plain
+        dict of the expected size (its keys are then exactly the expected
+        ones); a tensor is read with ``.item()`` once every type check passed,
+        and the type of what it gives is checked in turn.  Several shapes of
+        one length are told apart by ``metrics.keys() == keys_i`` (a C-level
+        set comparison) before their loads.
         """
         by_length: dict[int, list[int]] = {}
         for i, shape in enumerate(self.shapes):
-            by_length.setdefault(len(shape.names), []).append(i)
+            by_length.setdefault(len({p[0] for p in shape.paths}), []).append(i)
         lines = [
             "def log(metrics, step=None, *, global_step=None):",
-            "    if type(metrics) is dict and step is None and global_step is None and is_open[0]:",
+            "    if global_step is not None and step is None:",
+            "        step, global_step = global_step, None",
+            "    if type(metrics) is dict and global_step is None and is_open[0]:",
             "        n = len(metrics)",
         ]
         for length, members in by_length.items():
             lines.append(f"        if n == {length}:")
             for i in members:
-                shape = self.shapes[i]
-                values = [f"v{j}" for j in range(len(shape.names))]
-                loads = "; ".join(f"{v} = metrics[{name!r}]" for v, name in zip(values, shape.names))
-                checks = " and ".join(_check(v, t) for v, t in zip(values, shape.types))
-                store = [
-                    f"if {checks} and len(queue_{i}) < max_rows:",
-                    f"    append_{i}(pack_{i}(next_seq(), time_ns(), {', '.join(values)}))",
-                    "    return",
-                ]
-                pad = " " * 16
-                if len(members) == 1:
-                    # Same length, other keys: one KeyError; the slow path then adds that shape.
-                    lines += [f"{pad[4:]}try:", f"{pad}{loads}", f"{pad[4:]}except KeyError:", f"{pad}pass",
-                              f"{pad[4:]}else:", *(pad + line for line in store)]
-                else:
-                    # Several key sets of this length, or one key set with several type mixes.
-                    lines += [f"{pad[4:]}if metrics.keys() == keys_{i}:", f"{pad}{loads}",
-                              *(pad + line for line in store)]
+                body = self._shape_block(i)
+                if len(members) > 1:
+                    lines.append(f"            if metrics.keys() == keys_{i}:")
+                    body = ["    " + line for line in body]
+                lines += ["            " + line for line in body]
         lines.append("    slow(metrics, step, global_step)")
         # Our own source, built above from the run's keys (embedded with repr) and types.
         exec(compile("\n".join(lines), "<test_tube log fast path>", "exec"), self._env)  # noqa: S102
@@ -197,10 +320,71 @@ class FastPath:
         log.__name__, log.__qualname__ = "log", "Experiment.log"
         return log
 
+    def _shape_block(self, i: int) -> list[str]:
+        shape = self.shapes[i]
+        loads = _loads(shape.paths)
+        raw_checks: list[str] = []
+        reads: list[str] = []
+        read_checks: list[str] = []
+        packed: list[str] = []
+        for j, kind in enumerate(shape.kinds):
+            t = self._type_names[kind.raw]
+            if kind.is_tensor:
+                raw_checks.append(f"type(v{j}) is {t} and v{j}.is_cpu and v{j}.ndim == 0")
+                reads.append(f"x{j} = v{j}.item()")
+                read_checks.append(_value_check(f"x{j}", kind.value))
+                packed.append(f"x{j}")
+            else:
+                raw_checks.append(_value_check(f"v{j}", kind.value, t) if kind.raw is int
+                                  else f"type(v{j}) is {t}")
+                packed.append(f"v{j}")
+        values = ", ".join(packed)
+        store = [
+            "if step is None:",
+            "    s = next_seq()",
+            f"    append_{i}(pack_{i}(s, s + offset[0], time_ns(), {values}))",
+            "    return",
+            f"if type(step) is int and {INT64_MIN} <= step <= {INT64_MAX}:",
+            "    s = next_seq()",
+            "    offset[0] = step - s",
+            f"    append_{i}(pack_{i}(s, step, time_ns(), {values}))",
+            "    return",
+        ]
+        if reads:
+            store = [*reads, f"if {' and '.join(read_checks)}:", *("    " + line for line in store)]
+        checked = [f"if {' and '.join(raw_checks)} and len(queue_{i}) < max_rows:", *("    " + line for line in store)]
+        return ["try:", *("    " + line for line in loads), "except KeyError:", "    pass", "else:",
+                *("    " + line for line in checked)]
 
-def _check(value: str, t: type) -> str:
+
+def _loads(paths: Paths) -> list[str]:
+    """Lines binding ``v<j>`` to the j-th leaf; a nested level that does not fit raises KeyError."""
+    lines: list[str] = []
+    counter = itertools.count()
+
+    def walk(source: str, entries: list[tuple[int, tuple[str, ...]]]) -> None:
+        groups: dict[str, list[tuple[int, tuple[str, ...]]]] = {}
+        for j, path in entries:
+            groups.setdefault(path[0], []).append((j, path[1:]))
+        for key, members in groups.items():
+            if len(members) == 1 and not members[0][1]:
+                lines.append(f"v{members[0][0]} = {source}[{key!r}]")
+                continue
+            d = f"d{next(counter)}"
+            size = len({rest[0] for _, rest in members})
+            lines.append(f"{d} = {source}[{key!r}]")
+            lines.append(f"if type({d}) is not dict or len({d}) != {size}:")
+            lines.append("    raise KeyError")
+            walk(d, members)
+
+    walk("metrics", list(enumerate(paths)))
+    return lines
+
+
+def _value_check(name: str, value: type, t: str | None = None) -> str:
     # An int must fit in 64 bits before it takes a sequence number: a row that
     # the slow path then rejects must not leave a gap in the steps.
-    if t is int:
-        return f"type({value}) is int and {INT64_MIN} <= {value} <= {INT64_MAX}"
-    return f"type({value}) is {t.__name__}"
+    exact = f"type({name}) is {t or value.__name__}"
+    if value is int:
+        return f"{exact} and {INT64_MIN} <= {name} <= {INT64_MAX}"
+    return exact

@@ -201,23 +201,43 @@ def normalise(key: str, value: Any) -> tuple[Any, pa.DataType, bool]:
     item = getattr(value, "item", None)
     dtype = getattr(value, "dtype", None)
     if callable(item) and dtype is not None:
-        # A tensor: take the column type from its dtype now and read the value on
-        # the writer thread, so log() never waits for a device to synchronise.
-        ndim = getattr(value, "ndim", None)
-        if ndim not in (0, None):
-            raise LogTypeError(
-                f"log(): {key!r} is a tensor with {ndim} dimensions; only 0-d tensors are scalars "
-                f"(use an image key containing png/jpg/jpeg for images)",
-                key=key,
-                value_type=t,
-            )
-        return value, _dtype_column(key, str(dtype), t), True
+        return _tensor(key, value, str(dtype))
     raise LogTypeError(
         f"log(): {key!r} has type {t.__module__}.{t.__qualname__}; expected a bool, int, float, str, "
         f"None, numpy scalar, 0-d array or tensor, or a dict of those",
         key=key,
         value_type=t,
     )
+
+
+def _tensor(key: str, value: Any, dtype: str) -> tuple[Any, pa.DataType, bool]:
+    """Snapshot a 0-d tensor without waiting for a device.
+
+    On the CPU, ``.item()`` is the snapshot (about 0.15 µs for a torch tensor).
+    On a device it would wait for every queued kernel, so a copy is queued
+    instead (``detach().clone()``, which the device runs in order, after the
+    kernels that compute the value, and before any later in-place change) and
+    read with ``.item()`` on the writer thread.  Without the copy, a tensor
+    changed in place after ``log()`` (a running-loss accumulator, ``zero_()``)
+    would be written with its later value.  Tensors without ``clone`` (JAX
+    arrays) are immutable and are queued as they are.
+    """
+    t = type(value)
+    ndim = getattr(value, "ndim", None)
+    if ndim not in (0, None):
+        raise LogTypeError(
+            f"log(): {key!r} is a tensor with {ndim} dimensions; only 0-d tensors are scalars "
+            f"(use an image key containing png/jpg/jpeg for images)",
+            key=key,
+            value_type=t,
+        )
+    column = _dtype_column(key, dtype, t)
+    if getattr(value, "is_cpu", False) is True:
+        return normalise(key, value.item())[0], column, False
+    if callable(getattr(value, "clone", None)):
+        detach = getattr(value, "detach", None)
+        return (detach() if callable(detach) else value).clone(), column, True
+    return value, column, True
 
 
 def _numpy(key: str, value: Any) -> tuple[Any, pa.DataType, bool]:

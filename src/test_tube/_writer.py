@@ -94,7 +94,6 @@ class Writer:
         label: str,
         queue: deque[Any],
         fast: FastPath,
-        step_offset: int,
         columns: dict[str, pa.DataType],
         journal_path: str,
         sinks: list[Sink],
@@ -111,7 +110,6 @@ class Writer:
         self.label = label
         self.queue = queue
         self.fast = fast
-        self._step_offset = step_offset  # as in Experiment: step = sequence number + offset
         self.columns = columns
         self.journal_path = journal_path
         self.sinks = sinks
@@ -265,36 +263,16 @@ class Writer:
         return barriers
 
     def _convert(self, rows: list[dict[Any, Any]], packed: list[tuple[PackedShape, bytes]]) -> pa.Table:
-        """Turn drained rows into one table in logging order, with their steps."""
+        """Turn drained rows into one table in logging order (every row came with its step)."""
         schema = pa.schema([_SEQ_FIELD, *self.schema()])
         parts = [conform(self._from_packed(shape, data), schema) for shape, data in packed]
         if rows:
             parts.append(conform(self._from_dicts(rows), schema))
-        table, seq = _in_logging_order(parts)
-        steps = self._steps(seq, table.column("step"))
-        return table.set_column(1, BASE_SCHEMA.field("step"), steps).remove_column(0)
-
-    def _steps(self, seq: np.ndarray, given: pa.ChunkedArray) -> pa.Array:
-        """Each row's step: given for slow-path rows, else its sequence number plus the offset.
-
-        A slow-path row sets the offset for the rows after it (an explicit
-        ``step=`` moves it), exactly as ``Experiment.log()`` did at the call.
-        """
-        if given.null_count == len(given):
-            steps = seq + self._step_offset
-        else:
-            known = pc.is_valid(given).to_numpy(zero_copy_only=False)
-            values = pc.fill_null(given, 0).to_numpy()
-            positions = np.maximum.accumulate(np.where(known, np.arange(len(seq)), -1))
-            offsets = np.where(positions >= 0, (values - seq)[positions], self._step_offset)
-            steps = seq + offsets
-        if len(seq):
-            self._step_offset = int(steps[-1] - seq[-1])
-        return pa.array(steps, pa.int64())
+        return _in_logging_order(parts).remove_column(0)
 
     def _from_packed(self, shape: PackedShape, data: bytes) -> pa.Table:
-        seq, times, values = shape.arrays(data)
-        arrays = [pa.array(seq), pa.nulls(len(seq), pa.int64()), _timestamps(times), *values]
+        seq, steps, times, values = shape.arrays(data)
+        arrays = [pa.array(seq), pa.array(steps), _timestamps(times), *values]
         return pa.Table.from_arrays(arrays, names=["seq", "step", "created_at", *shape.names])
 
     def _from_dicts(self, rows: list[dict[Any, Any]]) -> pa.Table:
@@ -397,7 +375,7 @@ _TIME = operator.itemgetter(TIME)
 _SEQ = operator.itemgetter(SEQ)
 
 
-def _in_logging_order(parts: list[pa.Table]) -> tuple[pa.Table, np.ndarray]:
+def _in_logging_order(parts: list[pa.Table]) -> pa.Table:
     """Concatenate tables whose first column is the sequence number, in that order.
 
     One key set logged from one thread is already in order; parts that do not
@@ -410,11 +388,9 @@ def _in_logging_order(parts: list[pa.Table]) -> tuple[pa.Table, np.ndarray]:
         seqs[a][-1] < seqs[b][0] for a, b in pairwise(order)
     )
     table = pa.concat_tables([parts[i] for i in order])
-    seq = np.concatenate([seqs[i] for i in order])
     if in_order:
-        return table, seq
-    permutation = np.argsort(seq, kind="stable")
-    return table.take(permutation), seq[permutation]
+        return table
+    return table.take(np.argsort(np.concatenate([seqs[i] for i in order]), kind="stable"))
 
 
 def _read_items(row: dict[Any, Any]) -> dict[Any, Any]:

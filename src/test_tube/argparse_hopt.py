@@ -105,6 +105,15 @@ class HyperOptNamespace(argparse.Namespace):
     __slots__ = ("_hyperopt_space",)
     _hyperopt_space: SearchSpace
 
+    def __str__(self) -> str:
+        """The table test-tube 0.7.5 printed: a rule, ``Hyperparameters:``, one ``name: value`` line each.
+
+        ``repr()`` stays argparse's ``HyperOptNamespace(a=1, ...)``.
+        """
+        lines = ["-" * 100, "Hyperparameters:"]
+        lines += [f"{name:20}: {value}" for name, value in vars(self).items()]
+        return "\n".join(lines) + "\n"
+
     def _space(self) -> SearchSpace:
         try:
             return self._hyperopt_space
