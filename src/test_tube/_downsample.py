@@ -1,0 +1,75 @@
+"""Downsampling a line for drawing: a min/max envelope per pixel bucket.
+
+A chart W pixels wide cannot show more than W distinct x positions, but it
+must not lose what a reader looks for: a spike, a divergence, the last value.
+The x range is cut into ``buckets`` equal slices (one per pixel column) and,
+of the points in each slice, the first, the last, the lowest and the highest
+are kept, in x order.  Drawn as a line this looks exactly like the full line
+at that width; every extreme survives, unlike reservoir sampling (which
+TensorBoard uses) that keeps a random subset and drops most spikes.
+
+The work is a few vectorised passes over the arrays (no Python loop over
+points), so 10^7 points take a fraction of a second.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: Points kept per bucket at most: first, last, min and max.
+PER_BUCKET = 4
+
+Array = np.ndarray[Any, Any]
+
+
+def envelope(x: Array, y: Array, buckets: int) -> tuple[Array, Array]:
+    """Return ``(x, y)`` reduced to at most ``4 * buckets`` points that draw like the input.
+
+    ``x`` and ``y`` are equal-length 1-D arrays.  Points whose x or y is NaN
+    or infinite are left out (a chart cannot place them).  Points are taken
+    in x order (a stable sort when ``x`` is not already sorted).  When no more
+    than ``4 * buckets`` points remain they are all returned unchanged;
+    otherwise, within each of ``buckets`` equal slices of the x range, the
+    first, last, minimum and maximum points are kept (each once), so no
+    extreme value is lost.  The result is float64, sorted by x.
+    """
+    if buckets < 1:
+        raise ValueError(f"buckets must be >= 1, got {buckets}")
+    xs = np.asarray(x, dtype=np.float64)
+    ys = np.asarray(y, dtype=np.float64)
+    if xs.shape != ys.shape or xs.ndim != 1:
+        raise ValueError(f"x and y must be 1-D arrays of one length, got shapes {xs.shape} and {ys.shape}")
+    finite = np.isfinite(xs) & np.isfinite(ys)
+    if not finite.all():
+        xs, ys = xs[finite], ys[finite]
+    if len(xs) > 1 and not (xs[1:] >= xs[:-1]).all():
+        order = np.argsort(xs, kind="stable")
+        xs, ys = xs[order], ys[order]
+    n = len(xs)
+    if n <= PER_BUCKET * buckets:
+        return xs, ys
+    lo, hi = xs[0], xs[-1]
+    if hi == lo:  # every point at one x: a single bucket
+        bucket = np.zeros(n, dtype=np.int64)
+    else:
+        bucket = ((xs - lo) * (buckets / (hi - lo))).astype(np.int64)
+        np.minimum(bucket, buckets - 1, out=bucket)  # x == hi lands in the last bucket
+    # x is sorted, so each bucket's points are contiguous: find where each run starts.
+    starts = np.concatenate(([0], np.flatnonzero(bucket[1:] != bucket[:-1]) + 1))
+    ends = np.concatenate((starts[1:], [n])) - 1
+    keep = np.concatenate((starts, ends, _arg_extreme(ys, starts, np.minimum),
+                           _arg_extreme(ys, starts, np.maximum)))
+    keep = np.unique(keep)  # sorted, each point once
+    return xs[keep], ys[keep]
+
+
+def _arg_extreme(values: Array, starts: Array, ufunc: Any) -> Array:
+    """Index of the first minimum (``np.minimum``) or maximum of each segment starting at ``starts``."""
+    extremes = ufunc.reduceat(values, starts)
+    lengths = np.diff(np.append(starts, len(values)))
+    is_extreme = values == np.repeat(extremes, lengths)
+    # the smallest index among each segment's hits: every other index is pushed past the end
+    index = np.where(is_extreme, np.arange(len(values)), len(values))
+    return np.minimum.reduceat(index, starts)
