@@ -72,3 +72,14 @@ def test_bad_arguments() -> None:
         envelope(np.arange(3.0), np.arange(3.0), 0)
     with pytest.raises(ValueError, match="shapes"):
         envelope(np.arange(3.0), np.arange(4.0), 5)
+
+
+def test_window_keeps_the_range_and_one_neighbour_each_side() -> None:
+    """A zoomed chart gets the points in its x range and the nearest one outside on each side."""
+    from test_tube._downsample import window
+
+    x = np.arange(10.0)
+    xs, ys = window(x, x * 2, 3.5, 6.0)
+    assert xs.tolist() == [3.0, 4.0, 5.0, 6.0, 7.0] and ys.tolist() == [6.0, 8.0, 10.0, 12.0, 14.0]
+    assert window(x, x, None, 1.0)[0].tolist() == [0.0, 1.0, 2.0]
+    assert window(x, x, 8.5, None)[0].tolist() == [8.0, 9.0]

@@ -65,6 +65,22 @@ def envelope(x: Array, y: Array, buckets: int) -> tuple[Array, Array]:
     return xs[keep], ys[keep]
 
 
+def window(x: Array, y: Array, x_min: float | None, x_max: float | None) -> tuple[Array, Array]:
+    """The points with ``x_min <= x <= x_max`` (either bound may be None), plus one neighbour each side.
+
+    The neighbours make a zoomed chart's line run to its edges instead of
+    stopping at the first point inside.  Returns the points sorted by x.
+    """
+    xs = np.asarray(x, dtype=np.float64)
+    ys = np.asarray(y, dtype=np.float64)
+    if len(xs) > 1 and not (xs[1:] >= xs[:-1]).all():
+        order = np.argsort(xs, kind="stable")
+        xs, ys = xs[order], ys[order]
+    start = 0 if x_min is None else max(int(np.searchsorted(xs, x_min, side="left")) - 1, 0)
+    stop = len(xs) if x_max is None else min(int(np.searchsorted(xs, x_max, side="right")) + 1, len(xs))
+    return xs[start:stop], ys[start:stop]
+
+
 def _arg_extreme(values: Array, starts: Array, ufunc: Any) -> Array:
     """Index of the first minimum (``np.minimum``) or maximum of each segment starting at ``starts``."""
     extremes = ufunc.reduceat(values, starts)
