@@ -180,12 +180,18 @@ class App:
             xs, ys = self._series.get(key, lambda: self._points(name, version, log_dir, metric, x))
         except FileNotFoundError:
             raise _gone(name, version) from None
+        finite = np.isfinite(ys)
+        nonfinite = int(len(ys) - np.count_nonzero(finite))
+        if nonfinite:
+            xs, ys = xs[finite], ys[finite]
         total = len(xs)
         if x_min is not None or x_max is not None:
             xs, ys = _downsample.window(xs, ys, x_min, x_max)
         shown_x, shown_y = _downsample.envelope(xs, ys, buckets)
+        # points: values a chart can place; nonfinite: NaN and infinities, which it cannot
         return {"id": f"{name}/version_{version}", "metric": metric, "x": x, "points": total,
-                "downsampled": len(shown_x) < len(xs), "xs": shown_x.tolist(), "ys": shown_y.tolist()}
+                "nonfinite": nonfinite, "downsampled": len(shown_x) < len(xs),
+                "xs": shown_x.tolist(), "ys": shown_y.tolist()}
 
     def media_file(self, query: Mapping[str, list[str]]) -> tuple[bytes, str]:
         """The bytes and type of one image of a run, named as in :meth:`run`'s media list."""
