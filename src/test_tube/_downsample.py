@@ -8,8 +8,8 @@ are kept, in x order.  Drawn as a line this looks exactly like the full line
 at that width; every extreme survives, unlike reservoir sampling (which
 TensorBoard uses) that keeps a random subset and drops most spikes.
 
-The work is a few vectorised passes over the arrays (no Python loop over
-points), so 10^7 points take a fraction of a second.
+The work is a few passes over the arrays (no Python loop over points, one
+over buckets), so 10^7 points take a fraction of a second.
 """
 
 from __future__ import annotations
@@ -51,17 +51,21 @@ def envelope(x: Array, y: Array, buckets: int) -> tuple[Array, Array]:
     if n <= PER_BUCKET * buckets:
         return xs, ys
     lo, hi = xs[0], xs[-1]
-    if hi == lo:  # every point at one x: a single bucket
-        bucket = np.zeros(n, dtype=np.int64)
-    else:
-        bucket = ((xs - lo) * (buckets / (hi - lo))).astype(np.int64)
-        np.minimum(bucket, buckets - 1, out=bucket)  # x == hi lands in the last bucket
-    # x is sorted, so each bucket's points are contiguous: find where each run starts.
-    starts = np.concatenate(([0], np.flatnonzero(bucket[1:] != bucket[:-1]) + 1))
-    ends = np.concatenate((starts[1:], [n])) - 1
-    keep = np.concatenate((starts, ends, _arg_extreme(ys, starts, np.minimum),
-                           _arg_extreme(ys, starts, np.maximum)))
-    keep = np.unique(keep)  # sorted, each point once
+    # x is sorted, so each bucket is a contiguous slice: its start is where x reaches the bucket's
+    # left edge (a binary search per bucket, not a division per point).  Empty buckets are dropped.
+    edges = lo + (hi - lo) * (np.arange(buckets, dtype=np.float64) / buckets)
+    starts = np.unique(np.searchsorted(xs, edges, side="left"))
+    starts = starts[starts < n]
+    stops = np.append(starts[1:], n)
+    # One argmin and one argmax per bucket: a loop over buckets (at most a few thousand), each a
+    # single pass over its slice; no temporary arrays the size of the input.
+    lows = np.empty(len(starts), dtype=np.int64)
+    highs = np.empty(len(starts), dtype=np.int64)
+    for i, (a, b) in enumerate(zip(starts.tolist(), stops.tolist())):
+        part = ys[a:b]
+        lows[i] = a + int(part.argmin())
+        highs[i] = a + int(part.argmax())
+    keep = np.unique(np.concatenate((starts, stops - 1, lows, highs)))  # sorted, each point once
     return xs[keep], ys[keep]
 
 
@@ -79,13 +83,3 @@ def window(x: Array, y: Array, x_min: float | None, x_max: float | None) -> tupl
     start = 0 if x_min is None else max(int(np.searchsorted(xs, x_min, side="left")) - 1, 0)
     stop = len(xs) if x_max is None else min(int(np.searchsorted(xs, x_max, side="right")) + 1, len(xs))
     return xs[start:stop], ys[start:stop]
-
-
-def _arg_extreme(values: Array, starts: Array, ufunc: Any) -> Array:
-    """Index of the first minimum (``np.minimum``) or maximum of each segment starting at ``starts``."""
-    extremes = ufunc.reduceat(values, starts)
-    lengths = np.diff(np.append(starts, len(values)))
-    is_extreme = values == np.repeat(extremes, lengths)
-    # the smallest index among each segment's hits: every other index is pushed past the end
-    index = np.where(is_extreme, np.arange(len(values)), len(values))
-    return np.minimum.reduceat(index, starts)

@@ -177,13 +177,9 @@ class App:
         x_max = _float_param(query, "x_max")
         try:
             key = (log_dir, metric, x, _signature(log_dir))
-            xs, ys = self._series.get(key, lambda: self._points(name, version, log_dir, metric, x))
+            xs, ys, nonfinite = self._series.get(key, lambda: self._points(name, version, log_dir, metric, x))
         except FileNotFoundError:
             raise _gone(name, version) from None
-        finite = np.isfinite(ys)
-        nonfinite = int(len(ys) - np.count_nonzero(finite))
-        if nonfinite:
-            xs, ys = xs[finite], ys[finite]
         total = len(xs)
         if x_min is not None or x_max is not None:
             xs, ys = _downsample.window(xs, ys, x_min, x_max)
@@ -257,14 +253,20 @@ class App:
         return self._tables.get((log_dir, _signature(log_dir)), lambda: read(log_dir))
 
     def _points(self, name: str, version: int, log_dir: str, metric: str,
-                x: str) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+                x: str) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], int]:
+        """x and y of the finite values of ``metric``, and how many NaN or infinite values were left out."""
         table = self._table(log_dir)
         if metric not in table.column_names or metric in ("step", "created_at"):
             raise HttpError(HTTPStatus.NOT_FOUND, f"{name}/version_{version} has no metric {metric!r}")
         if not _numeric(table.schema.field(metric).type):
             raise HttpError(HTTPStatus.BAD_REQUEST, f"metric {metric!r} of {name}/version_{version} is not "
                                                     f"numeric ({table.schema.field(metric).type})")
-        return _metric_points(table, metric, x)
+        xs, ys = _metric_points(table, metric, x)
+        finite = np.isfinite(ys)
+        nonfinite = int(len(ys) - np.count_nonzero(finite))
+        if nonfinite:
+            xs, ys = xs[finite], ys[finite]
+        return xs, ys, nonfinite
 
     @staticmethod
     def _media(log_dir: str) -> dict[str, list[tuple[int, str]]]:
