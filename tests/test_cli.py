@@ -57,7 +57,7 @@ def untouched(save_dir: Path) -> Any:
 # -- help ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["ls", "show", "plot", "tail"])
+@pytest.mark.parametrize("command", ["ls", "show", "plot", "tail", "serve"])
 def test_every_subcommand_has_help_with_an_example(command: str) -> None:
     """--help exits 0 and shows an example invocation."""
     out = tt(command, "--help").stdout

@@ -1,9 +1,10 @@
-"""The ``test-tube`` command: ``ls``, ``show``, ``plot`` and ``tail``.
+"""The ``test-tube`` command: ``ls``, ``show``, ``plot``, ``tail`` and ``serve``.
 
 Every subcommand only reads: it takes no lock and writes nothing into a run.
 Exit status: 0 on success; 2 for a wrong path, an unknown column or metric, or
 bad arguments; 1 when ``tail`` saw its run fail or crash, when matplotlib is
-missing, or when a file cannot be read.  Errors are one line on standard error.
+missing, when a file cannot be read, or when ``serve`` cannot listen on its
+port.  Errors are one line on standard error.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from . import _journal, _layout, _runs, _table
 from ._experiment import DEFAULT_SAVE_DIR
 from ._read import read
 from ._runs import find_runs, read_tag_texts, run_status, runs
+from ._serve import DEFAULT_PORT
 from ._writer import concat
 
 PROG = "test-tube"
@@ -78,7 +80,8 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Look at test_tube runs: list them, show one, plot a metric, follow a running one.",
+        description="Look at test_tube runs: list them, show one, plot a metric, follow a running one, "
+                    "or browse them in a web page.",
         epilog="Run 'test-tube COMMAND --help' for a command's options and an example. Exit status: 0 ok; "
                "2 wrong path, unknown metric or column, bad arguments; 1 a run that failed or crashed "
                "(tail), matplotlib missing, an unreadable file.",
@@ -138,6 +141,16 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--interval", type=_positive, default=0.5, metavar="S",
                       help="seconds between looks at the journal (default 0.5)")
     tail.set_defaults(func=cmd_tail)
+
+    serve = command("serve", "Show the runs in a web browser: table, live charts, images, metadata.",
+                    f"test-tube serve test_tube_logs   # then open http://127.0.0.1:{DEFAULT_PORT}/")
+    serve.add_argument("save_dir", nargs="?", default=DEFAULT_SAVE_DIR, metavar="SAVE_DIR",
+                       help=f"folder holding experiments, or one experiment's folder (default: ./{DEFAULT_SAVE_DIR})")
+    serve.add_argument("--port", type=_port, default=DEFAULT_PORT, metavar="N",
+                       help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -152,6 +165,13 @@ def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0..65535, got {text}")
     return value
 
 
@@ -558,6 +578,32 @@ class _RowPrinter:
             buf.write("  ".join(col[r].rjust(w) for col, w in zip(texts, self.widths)) + "\n")
         self.out.write(buf.getvalue())
         self.out.flush()
+
+
+# -- serve ------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``test-tube serve``: the web page, until Ctrl-C."""
+    from . import _serve
+
+    if not os.path.isdir(args.save_dir):
+        raise CliError(f"{args.save_dir} is not a folder")
+    try:
+        server = _serve.Server(args.save_dir, args.host, args.port)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.host} port {args.port}: {exc.strerror or exc}"
+                       + ("; pick another with --port (0: any free port)" if args.port else ""), code=1) from None
+    with server:
+        if not server.loopback:
+            print(f"{PROG} serve: warning: listening on {args.host}: anyone who can reach this address can read "
+                  f"these runs", file=sys.stderr)
+        print(f"serving {os.path.abspath(args.save_dir)} at {server.url} (Ctrl-C to stop)", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+    return 0
 
 
 if __name__ == "__main__":

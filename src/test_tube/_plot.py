@@ -65,7 +65,6 @@ def smooth(values: np.ndarray[Any, Any], weight: float) -> np.ndarray[Any, Any]:
 def series(table: pa.Table, metric: str, x: str) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """The points of ``metric`` in one run's rows: x (step, or seconds since the first row) and y."""
     column = table.column(metric)
-    keep = pc.is_valid(column)
     if x == "time":
         times = table.column("created_at")
         micros = pc.cast(pc.cast(times, pa.timestamp("us")), pa.int64()).to_numpy(zero_copy_only=False)
@@ -74,9 +73,12 @@ def series(table: pa.Table, metric: str, x: str) -> tuple[np.ndarray[Any, Any], 
         xs = table.column("step").to_numpy(zero_copy_only=False)
     else:  # a legacy run without a step column: the row number
         xs = np.arange(table.num_rows)
-    mask = keep.to_numpy(zero_copy_only=False)
     ys = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
-    return np.asarray(xs)[mask].astype(np.float64), ys[mask]
+    xs = np.asarray(xs, dtype=np.float64)
+    if column.null_count == 0:  # the common case: no mask to apply, no copies to make (10^7 rows in serve)
+        return xs, ys
+    mask = pc.is_valid(column).to_numpy(zero_copy_only=False)
+    return xs[mask], ys[mask]
 
 
 def plot(

@@ -1,0 +1,481 @@
+"""``test-tube serve``: a local web page over a save_dir, on the standard library's HTTP server.
+
+Routes (GET and HEAD only; the server never writes anything):
+
+* ``/``: the page; ``/static/<file>``: its JS and CSS, shipped in the package
+  (``_static/``, uPlot vendored), so it works offline and loads nothing
+  from elsewhere.
+* ``/api/runs``: every run under SAVE_DIR: name, version, status, rows,
+  last step, tags, and last/min/max of each numeric metric.
+* ``/api/run?name=N&version=V``: one run: ``meta.experiment``, tags, its
+  numeric columns, and its images by key and step.
+* ``/api/series?name=N&version=V&metric=M[&x=step|time][&buckets=W][&x_min=A&x_max=B]``:
+  one metric of one run, reduced by :func:`test_tube._downsample.envelope`
+  to at most four points per bucket (a bucket is a pixel column).
+* ``/media?name=N&version=V&file=F``: one image of a run.
+
+A run is named by its experiment name and version, never by a path: the name
+is looked up among the runs :func:`find_runs` lists, and the folder it
+resolves to (symbolic links followed) must lie inside SAVE_DIR; anything else,
+including a run deleted while the page shows it, is a 404 with a message
+(JSON under ``/api/``, a small HTML page elsewhere), never a traceback.
+
+Rows are read with :func:`test_tube.read`, that is from the journal up to the
+writer's last flush, so a half-written file is never read.  Reads are cached
+per run and keyed by the size and modification time of the run's files, so a
+page that polls an unchanged run costs a few ``stat`` calls.
+"""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+import json
+import math
+import os
+import re
+import socket
+import socketserver
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
+from datetime import datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import pyarrow as pa
+
+from . import _downsample, _layout
+from ._plot import series as _metric_points
+from ._read import read
+from ._runs import Summary, find_runs, read_tag_texts, run_status, summarise
+
+#: The port ``test-tube serve`` listens on unless told otherwise (TensorBoard's 6006, plus one).
+DEFAULT_PORT = 6007
+#: Buckets (pixel columns) a series is reduced to when the page does not say.
+DEFAULT_BUCKETS = 1000
+MAX_BUCKETS = 10_000
+
+# The only files served from _static/, with their types: a request names one of these or gets a 404.
+_STATIC = {
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+    "uplot/uPlot.iife.min.js": "text/javascript; charset=utf-8",
+    "uplot/uPlot.min.css": "text/css; charset=utf-8",
+    "uplot/LICENSE": "text/plain; charset=utf-8",
+}
+_IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg"}
+# media/<key>_<step>.<ext>, as the media sink names them; temporary files start with "."
+_MEDIA_FILE = re.compile(r"(?P<key>[^.].*)_(?P<step>\d+)\.(?P<ext>png|jpe?g)")
+_RUN_FILES = (_layout.META, _layout.TAGS, _layout.JOURNAL, _layout.PARQUET, _layout.CSV)
+# The page and its assets only: nothing may be fetched from another origin.
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class HttpError(Exception):
+    """A request that gets an error status and a one-line message, never a traceback."""
+
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Lru:
+    """A small thread-safe least-recently-used cache; computing a missing value happens outside the lock."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.items: OrderedDict[Hashable, Any] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: K, compute: Callable[[], V]) -> V:
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]  # type: ignore[no-any-return]
+        value = compute()
+        with self.lock:
+            self.items[key] = value
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return value
+
+
+class App:
+    """What the server answers, independent of HTTP: runs, one run, series, media, static files."""
+
+    def __init__(self, save_dir: str | os.PathLike[str]) -> None:
+        self.save_dir = os.path.abspath(os.fspath(save_dir))
+        self.root = os.path.realpath(self.save_dir)
+        # Summaries are small; tables and series of a long run are not, so only a few are kept.
+        self._summaries = _Lru(4096)
+        self._tables = _Lru(2)
+        self._series = _Lru(8)
+
+    # -- runs -----------------------------------------------------------------
+
+    def runs(self) -> dict[str, Any]:
+        """The runs table: one entry per run inside SAVE_DIR, ordered by name then version."""
+        rows = []
+        for name, version, log_dir in self._found():
+            try:
+                summary = self._summary(name, version, log_dir)
+            except FileNotFoundError:
+                continue  # deleted between the listing and the read
+            rows.append({
+                "id": f"{name}/version_{version}",
+                "name": name,
+                "version": version,
+                "status": run_status(summary.meta),  # not cached: a running run may have died
+                "rows": summary.rows,
+                "last_step": summary.last_step,
+                "created_at": summary.meta.get("created_at"),
+                "description": summary.meta.get("description"),
+                "tags": {k: _layout.parse_tag(v) for k, v in summary.tags.items()},
+                "metrics": {m: [s.last, s.min, s.max] for m, s in summary.metrics.items()},
+            })
+        return {"save_dir": self.save_dir, "runs": rows}
+
+    def run(self, query: Mapping[str, list[str]]) -> dict[str, Any]:
+        """One run: meta, tags as written, numeric columns, media by key."""
+        name, version, log_dir = self._run(query)
+        try:
+            meta = _layout.read_meta(log_dir)
+            tags = read_tag_texts(log_dir)
+            table = self._table(log_dir)
+            media = self._media(log_dir)
+        except FileNotFoundError:
+            raise _gone(name, version) from None
+        columns = [n for n, t in zip(table.column_names, table.schema.types)
+                   if n not in ("step", "created_at") and _numeric(t)]
+        return {"id": f"{name}/version_{version}", "name": name, "version": version, "status": run_status(meta),
+                "rows": table.num_rows, "meta": meta, "tags": tags, "metrics": columns, "media": media}
+
+    def series(self, query: Mapping[str, list[str]]) -> dict[str, Any]:
+        """One metric of one run, downsampled to at most four points per bucket."""
+        name, version, log_dir = self._run(query)
+        metric = _param(query, "metric")
+        x = _param(query, "x", "step")
+        if x not in ("step", "time"):
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"x must be step or time, got {x!r}")
+        buckets = _int_param(query, "buckets", DEFAULT_BUCKETS, 1, MAX_BUCKETS)
+        x_min = _float_param(query, "x_min")
+        x_max = _float_param(query, "x_max")
+        try:
+            key = (log_dir, metric, x, _signature(log_dir))
+            xs, ys, nonfinite = self._series.get(key, lambda: self._points(name, version, log_dir, metric, x))
+        except FileNotFoundError:
+            raise _gone(name, version) from None
+        total = len(xs)
+        if x_min is not None or x_max is not None:
+            xs, ys = _downsample.window(xs, ys, x_min, x_max)
+        shown_x, shown_y = _downsample.envelope(xs, ys, buckets)
+        # points: values a chart can place; nonfinite: NaN and infinities, which it cannot
+        return {"id": f"{name}/version_{version}", "metric": metric, "x": x, "points": total,
+                "nonfinite": nonfinite, "downsampled": len(shown_x) < len(xs),
+                "xs": shown_x.tolist(), "ys": shown_y.tolist()}
+
+    def media_file(self, query: Mapping[str, list[str]]) -> tuple[bytes, str]:
+        """The bytes and type of one image of a run, named as in :meth:`run`'s media list."""
+        name, version, log_dir = self._run(query)
+        file = _param(query, "file")
+        match = _MEDIA_FILE.fullmatch(file)
+        folder = os.path.join(log_dir, _layout.MEDIA)
+        path = os.path.realpath(os.path.join(folder, file))
+        if match is None or os.sep in file or (os.altsep and os.altsep in file) \
+                or os.path.dirname(path) != os.path.realpath(folder) or not _inside(path, self.root):
+            raise HttpError(HTTPStatus.NOT_FOUND, f"{name}/version_{version} has no image {file!r}")
+        try:
+            with open(path, "rb") as f:
+                return f.read(), _IMAGE_TYPES[match["ext"]]
+        except (FileNotFoundError, IsADirectoryError):
+            raise HttpError(HTTPStatus.NOT_FOUND, f"{name}/version_{version} has no image {file!r}") from None
+
+    @staticmethod
+    def static(path: str) -> tuple[bytes, str]:
+        """A file of the page, from the package; only those listed in ``_STATIC``."""
+        if path not in _STATIC:
+            raise HttpError(HTTPStatus.NOT_FOUND, f"no such file: /static/{path}")
+        return resources.files(__package__).joinpath("_static", *path.split("/")).read_bytes(), _STATIC[path]
+
+    @staticmethod
+    def index() -> bytes:
+        """The page."""
+        return resources.files(__package__).joinpath("_static", "index.html").read_bytes()
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _found(self) -> list[tuple[str, int, str]]:
+        """Runs under SAVE_DIR whose folder really is inside it (a symlink out of it is left out)."""
+        try:
+            found = find_runs(self.save_dir)
+        except FileNotFoundError:
+            raise HttpError(HTTPStatus.NOT_FOUND, f"{self.save_dir} no longer exists") from None
+        inside = []
+        for name, version, log_dir in found:
+            real = os.path.realpath(log_dir)
+            if _inside(real, self.root):
+                inside.append((name, version, real))
+        return inside
+
+    def _run(self, query: Mapping[str, list[str]]) -> tuple[str, int, str]:
+        """The run a request names, by name and version, looked up among the runs inside SAVE_DIR."""
+        name = _param(query, "name")
+        text = _param(query, "version")
+        if not text.isdigit():
+            raise HttpError(HTTPStatus.NOT_FOUND, f"no run {name}/version_{text} in {self.save_dir}")
+        version = int(text)
+        for found_name, found_version, log_dir in self._found():
+            if found_name == name and found_version == version:
+                return name, version, log_dir
+        raise _gone(name, version, self.save_dir)
+
+    def _summary(self, name: str, version: int, log_dir: str) -> Summary:
+        return self._summaries.get((log_dir, _signature(log_dir)), lambda: summarise(log_dir, name, version))
+
+    def _table(self, log_dir: str) -> pa.Table:
+        if not os.path.isdir(log_dir):
+            raise FileNotFoundError(log_dir)
+        return self._tables.get((log_dir, _signature(log_dir)), lambda: read(log_dir))
+
+    def _points(self, name: str, version: int, log_dir: str, metric: str,
+                x: str) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], int]:
+        """x and y of the finite values of ``metric``, and how many NaN or infinite values were left out."""
+        table = self._table(log_dir)
+        if metric not in table.column_names or metric in ("step", "created_at"):
+            raise HttpError(HTTPStatus.NOT_FOUND, f"{name}/version_{version} has no metric {metric!r}")
+        if not _numeric(table.schema.field(metric).type):
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"metric {metric!r} of {name}/version_{version} is not "
+                                                    f"numeric ({table.schema.field(metric).type})")
+        xs, ys = _metric_points(table, metric, x)
+        finite = np.isfinite(ys)
+        nonfinite = int(len(ys) - np.count_nonzero(finite))
+        if nonfinite:
+            xs, ys = xs[finite], ys[finite]
+        return xs, ys, nonfinite
+
+    @staticmethod
+    def _media(log_dir: str) -> dict[str, list[tuple[int, str]]]:
+        """Images by key, each a list of ``(step, file)`` ordered by step."""
+        if not os.path.isdir(log_dir):
+            raise FileNotFoundError(log_dir)
+        by_key: dict[str, list[tuple[int, str]]] = {}
+        try:
+            with os.scandir(os.path.join(log_dir, _layout.MEDIA)) as entries:
+                names = [e.name for e in entries if e.is_file()]
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        for file in names:
+            match = _MEDIA_FILE.fullmatch(file)
+            if match:
+                by_key.setdefault(match["key"], []).append((int(match["step"]), file))
+        return {key: sorted(by_key[key]) for key in sorted(by_key)}
+
+
+def _gone(name: str, version: int, save_dir: str | None = None) -> HttpError:
+    where = f" in {save_dir}" if save_dir else ""
+    return HttpError(HTTPStatus.NOT_FOUND, f"no run {name}/version_{version}{where} (deleted, or never there)")
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _signature(log_dir: str) -> tuple[tuple[int, int] | None, ...]:
+    """Size and modification time of each file a run's reads depend on; changes when the writer flushes."""
+    out: list[tuple[int, int] | None] = []
+    for file in _RUN_FILES:
+        try:
+            st = os.stat(os.path.join(log_dir, file))
+        except FileNotFoundError:
+            out.append(None)
+        else:
+            out.append((st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def _numeric(typ: pa.DataType) -> bool:
+    return bool(pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ))
+
+
+def _param(query: Mapping[str, list[str]], key: str, default: str | None = None) -> str:
+    values = query.get(key)
+    if not values:
+        if default is None:
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"missing query parameter {key!r}")
+        return default
+    return values[-1]
+
+
+def _int_param(query: Mapping[str, list[str]], key: str, default: int, low: int, high: int) -> int:
+    text = _param(query, key, str(default))
+    try:
+        value = int(text)
+    except ValueError:
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"{key} must be an integer, got {text!r}") from None
+    if not low <= value <= high:
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"{key} must be {low}..{high}, got {value}")
+    return value
+
+
+def _float_param(query: Mapping[str, list[str]], key: str) -> float | None:
+    values = query.get(key)
+    if not values:
+        return None
+    try:
+        value = float(values[-1])
+    except ValueError:
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"{key} must be a number, got {values[-1]!r}") from None
+    if not math.isfinite(value):
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"{key} must be finite, got {values[-1]!r}")
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON-safe: NaN and infinities as the strings "NaN", "Infinity", "-Infinity"; times as ISO text."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+# -- HTTP ------------------------------------------------------------------------
+
+
+class Server(ThreadingHTTPServer):
+    """The HTTP server of ``test-tube serve``; ``serve_forever()`` runs it, ``shutdown()`` stops it."""
+
+    daemon_threads = True  # a page left open must not keep the process from exiting
+
+    def __init__(self, save_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
+        if not os.path.isdir(save_dir):
+            raise FileNotFoundError(f"{os.fspath(save_dir)} is not a folder")
+        self.app = App(save_dir)
+        self.host = host
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        self.loopback = _is_loopback(host)
+        super().__init__((host, port), _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks the host name up (getfqdn), which can wait on DNS; the address is enough.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = self.host
+        self.server_port = self.server_address[1]
+
+    @property
+    def url(self) -> str:
+        """The page's address, e.g. ``http://127.0.0.1:6007/``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.server_port}/"
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Server
+    server_version = "test-tube"
+
+    def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+        self._answer(body=True)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._answer(body=False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The page polls every few seconds: a line per request would bury the errors.
+        pass
+
+    def _answer(self, body: bool) -> None:
+        url = urlsplit(self.path)
+        api = url.path.startswith("/api/")
+        try:
+            if not self._host_allowed():
+                # A page from another site that points a name at 127.0.0.1 (DNS rebinding) must not read runs.
+                raise HttpError(HTTPStatus.FORBIDDEN, "this server answers requests for localhost only")
+            data, kind = self._route(url.path, parse_qs(url.query, keep_blank_values=True))
+            self._send(HTTPStatus.OK, data, kind, body)
+        except HttpError as exc:
+            self._error(exc.status, str(exc), api, body)
+        except Exception as exc:  # a bug or an unreadable file: one line on stderr, a message in the page
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            print(f"test-tube serve: error: {self.command} {url.path}: {message}", file=sys.stderr)
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, message, api, body)
+
+    def _route(self, path: str, query: dict[str, list[str]]) -> tuple[bytes, str]:
+        app = self.server.app
+        if path in ("/", "/index.html"):
+            return app.index(), "text/html; charset=utf-8"
+        if path.startswith("/static/"):
+            return app.static(path[len("/static/"):])
+        if path == "/media":
+            return app.media_file(query)
+        handlers: dict[str, Callable[[], dict[str, Any]]] = {
+            "/api/runs": app.runs,
+            "/api/run": lambda: app.run(query),
+            "/api/series": lambda: app.series(query),
+        }
+        if path not in handlers:
+            raise HttpError(HTTPStatus.NOT_FOUND, f"no such page: {path}")
+        return _json(handlers[path]()), "application/json"
+
+    def _host_allowed(self) -> bool:
+        if not self.server.loopback:
+            return True
+        host = self.headers.get("Host", "")
+        name = host[1:host.index("]")] if host.startswith("[") and "]" in host else host.rsplit(":", 1)[0]
+        return name.lower() == self.server.host.lower() or _is_loopback(name)
+
+    def _error(self, status: HTTPStatus, message: str, api: bool, body: bool) -> None:
+        if api:
+            self._send(status, _json({"error": message, "status": int(status)}), "application/json", body)
+            return
+        page = (f"<!doctype html><meta charset=utf-8><title>{status.value} {status.phrase}</title>"
+                f"<h1>{status.value} {status.phrase}</h1><p>{html.escape(message)}</p>"
+                f"<p><a href=\"/\">Back to the runs</a></p>\n")
+        self._send(status, page.encode(), "text/html; charset=utf-8", body)
+
+    def _send(self, status: HTTPStatus, data: bytes, kind: str, body: bool) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        for key, value in _SECURITY_HEADERS.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+
+def _json(payload: Any) -> bytes:
+    return json.dumps(_jsonable(payload), ensure_ascii=False, allow_nan=False).encode()

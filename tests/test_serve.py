@@ -1,0 +1,380 @@
+"""`test-tube serve`: its JSON endpoints, media, static files and path safety, over HTTP, on real runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import test_tube
+from test_tube._serve import Server
+
+TIMEOUT = 30
+SPIKE_STEP = 12_345
+
+
+def build_three_runs(save_dir: Path) -> Path:
+    """mnist/version_0 and _1 (finished, tags, images at steps 0, 10, 20), long/version_0 (20,000 rows, one spike)."""
+    opts: dict[str, Any] = {"save_dir": save_dir, "record_git": False}
+    for lr in (0.1, 0.01):
+        with test_tube.Experiment("mnist", description=f"lr {lr}", **opts) as exp:
+            exp.tag({"lr": lr, "optimizer": "adam"})
+            for step in range(30):
+                row: dict[str, Any] = {"loss": 1.0 / (step + 1) + lr, "acc": step / 30}
+                if step % 10 == 0:
+                    row["sample_png"] = np.full((8, 8), step * 8, np.uint8)
+                exp.log(row)
+            exp.log({"loss": float("nan")})
+    with test_tube.Experiment("long", **opts) as exp:
+        exp.tag({"lr": 0.5, "optimizer": "sgd"})
+        values = np.sin(np.arange(20_000) / 500.0)
+        values[SPIKE_STEP] = 1000.0
+        for value in values.tolist():
+            exp.log({"loss": value})
+    return save_dir
+
+
+class Running:
+    """A Server on port 0 serving in a thread; stop() shuts it down within a bounded time."""
+
+    def __init__(self, save_dir: Path) -> None:
+        self.server = Server(save_dir, "127.0.0.1", 0)
+        self.url = self.server.url
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       name="test-serve", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(TIMEOUT)
+        assert not self.thread.is_alive()
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+    """GET ``url``: status, Content-Type and body, also for error statuses."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            return response.status, response.headers["Content-Type"], response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.headers["Content-Type"], exc.read()
+
+
+def get_json(url: str, status: int = 200) -> Any:
+    code, kind, body = get(url)
+    assert code == status, body
+    assert kind == "application/json"
+    return json.loads(body)
+
+
+def q(**params: Any) -> str:
+    return urllib.parse.urlencode(params)
+
+
+@pytest.fixture(scope="module")
+def save_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_three_runs(tmp_path_factory.mktemp("serve") / "logs")
+
+
+@pytest.fixture(scope="module")
+def server(save_dir: Path) -> Iterator[Running]:
+    running = Running(save_dir)
+    yield running
+    running.stop()
+
+
+# -- JSON endpoints -------------------------------------------------------------------------
+
+
+def test_runs_lists_every_run_with_status_tags_and_metric_summaries(server: Running, save_dir: Path) -> None:
+    """/api/runs: one entry per run, ordered by name then version, with tags and last/min/max."""
+    data = get_json(server.url + "api/runs")
+    assert data["save_dir"] == str(save_dir)
+    runs = data["runs"]
+    assert [r["id"] for r in runs] == ["long/version_0", "mnist/version_0", "mnist/version_1"]
+    mnist0 = runs[1]
+    assert mnist0["status"] == "finished" and mnist0["rows"] == 31 and mnist0["last_step"] == 30
+    assert mnist0["tags"] == {"lr": 0.1, "optimizer": "adam"}
+    assert mnist0["metrics"]["loss"] == ["NaN", pytest.approx(0.1 + 1 / 30), pytest.approx(1.1)]
+    assert mnist0["metrics"]["acc"][0] == pytest.approx(29 / 30)
+    assert runs[0]["metrics"]["loss"][2] == 1000.0
+
+
+def test_run_gives_meta_tags_metrics_and_media_by_key_and_step(server: Running) -> None:
+    """/api/run: meta.experiment, tags as written, numeric columns, images ordered by step."""
+    data = get_json(server.url + "api/run?" + q(name="mnist", version=1))
+    assert data["id"] == "mnist/version_1" and data["status"] == "finished" and data["rows"] == 31
+    assert data["meta"]["description"] == "lr 0.01" and data["meta"]["version"] == 1
+    assert data["tags"] == {"lr": "0.01", "optimizer": "adam"}
+    assert data["metrics"] == ["loss", "acc"]
+    assert data["media"] == {"sample": [[0, "sample_0.png"], [10, "sample_10.png"], [20, "sample_20.png"]]}
+
+
+def test_series_of_a_short_run_is_every_point(server: Running, save_dir: Path) -> None:
+    """/api/series: below 4 points per bucket, exactly the finite rows of the metric, by step."""
+    data = get_json(server.url + "api/series?" + q(name="mnist", version=0, metric="loss"))
+    table = test_tube.read(save_dir / "mnist" / "version_0")
+    loss = table.column("loss").to_pylist()
+    assert data["points"] == 30 and data["nonfinite"] == 1 and not data["downsampled"]
+    assert data["xs"] == [float(s) for s, v in zip(table.column("step").to_pylist(), loss) if v == v]
+    assert data["ys"] == [v for v in loss if v == v]
+
+
+def test_series_of_a_long_run_is_bounded_and_keeps_the_spike(server: Running) -> None:
+    """20,000 rows into 100 buckets: at most 400 points, and the single spike is among them."""
+    data = get_json(server.url + "api/series?" + q(name="long", version=0, metric="loss", buckets=100))
+    assert data["points"] == 20_000 and data["downsampled"]
+    assert len(data["xs"]) <= 400
+    assert data["ys"][data["xs"].index(float(SPIKE_STEP))] == 1000.0
+    assert data["xs"][0] == 0.0 and data["xs"][-1] == 19_999.0
+
+
+def test_series_zoomed_to_an_x_range(server: Running) -> None:
+    """x_min/x_max: the points in that range plus one neighbour each side, exact when they fit."""
+    data = get_json(server.url + "api/series?" + q(name="long", version=0, metric="loss", x_min=100, x_max=199))
+    assert data["xs"] == [float(s) for s in range(99, 201)]
+
+
+def test_series_on_a_time_axis_starts_at_zero_and_grows(server: Running) -> None:
+    """x=time: seconds since the run's first row, non-decreasing."""
+    data = get_json(server.url + "api/series?" + q(name="mnist", version=0, metric="acc", x="time"))
+    assert data["x"] == "time" and data["xs"][0] == 0.0 and len(data["xs"]) == 30
+    assert all(b >= a for a, b in zip(data["xs"], data["xs"][1:]))
+
+
+@pytest.mark.parametrize(("params", "status", "message"), [
+    ({"name": "mnist", "version": 0, "metric": "nope"}, 404, "has no metric 'nope'"),
+    ({"name": "mnist", "version": 0, "metric": "step"}, 404, "has no metric 'step'"),
+    ({"name": "mnist", "version": 0, "metric": "loss", "x": "epoch"}, 400, "x must be step or time"),
+    ({"name": "mnist", "version": 0, "metric": "loss", "buckets": 0}, 400, "buckets must be 1..10000"),
+    ({"name": "mnist", "version": 0, "metric": "loss", "x_min": "nan"}, 400, "x_min must be finite"),
+    ({"name": "mnist", "version": 0}, 400, "missing query parameter 'metric'"),
+    ({"name": "mnist", "version": 7, "metric": "loss"}, 404, "no run mnist/version_7"),
+])
+def test_series_bad_requests_get_a_json_error(server: Running, params: dict[str, Any], status: int,
+                                              message: str) -> None:
+    """Bad parameters: a 400 or 404 with a JSON message naming the problem."""
+    data = get_json(server.url + "api/series?" + q(**params), status=status)
+    assert message in data["error"] and data["status"] == status
+
+
+def test_media_file_is_the_image_on_disk(server: Running, save_dir: Path) -> None:
+    """/media: the image's bytes, typed image/png."""
+    status, kind, body = get(server.url + "media?" + q(name="mnist", version=0, file="sample_10.png"))
+    assert status == 200 and kind == "image/png"
+    assert body == (save_dir / "mnist" / "version_0" / "media" / "sample_10.png").read_bytes()
+
+
+def test_page_and_static_files(server: Running) -> None:
+    """/ is the page; its scripts, styles and uPlot's licence are served from the package."""
+    status, kind, body = get(server.url)
+    assert status == 200 and kind.startswith("text/html") and b"/static/app.js" in body
+    for path, word in [("app.js", b"uPlot"), ("style.css", b"#runs"), ("uplot/uPlot.iife.min.js", b"uPlot"),
+                       ("uplot/uPlot.min.css", b".uplot"), ("uplot/LICENSE", b"MIT")]:
+        status, _, body = get(server.url + "static/" + path)
+        assert status == 200 and word in body, path
+
+
+def test_unknown_pages_get_an_error_page_not_a_traceback(server: Running) -> None:
+    """An unknown path is a 404 HTML page with a message; an unknown API path a 404 JSON."""
+    status, kind, body = get(server.url + "nope")
+    assert status == 404 and kind.startswith("text/html") and b"no such page" in body and b"Traceback" not in body
+    assert "no such page" in get_json(server.url + "api/nope", status=404)["error"]
+
+
+def test_requests_for_another_host_name_are_refused(server: Running) -> None:
+    """A Host header that is not this machine (DNS rebinding) gets 403, not the runs."""
+    status, _, body = get(server.url + "api/runs", headers={"Host": "attacker.example:80"})
+    assert status == 403 and b"mnist" not in body
+    assert get(server.url + "api/runs", headers={"Host": "localhost:1234"})[0] == 200
+
+
+# -- path safety --------------------------------------------------------------------------------
+
+
+SECRET = b"secret-outside-save-dir"
+
+
+@pytest.mark.parametrize("path", [
+    "static/../../../pyproject.toml",
+    "static/%2e%2e/_serve.py",
+    "static/index.html/../../_serve.py",
+    "media?" + q(name="mnist", version=0, file="../meta.experiment"),
+    "media?" + q(name="mnist", version=0, file="..%2Fmeta.experiment"),
+    "media?" + q(name="mnist", version=0, file="/etc/passwd"),
+    "media?" + q(name="mnist", version=0, file="sample_0.png/../../meta.experiment"),
+    "media?" + q(name="..", version=0, file="sample_0.png"),
+    "media?" + q(name="mnist/version_0/../..", version=0, file="sample_0.png"),
+    "api/run?" + q(name="../mnist", version=0),
+    "api/run?" + q(name="/etc", version=0),
+    "api/run?" + q(name="mnist", version="0/../1"),
+    "api/run?" + q(name="mnist", version="-1"),
+])
+def test_paths_outside_the_save_dir_or_package_are_404(server: Running, path: str) -> None:
+    """Traversal in a path or parameter never reads a file: 404 with a message."""
+    status, _, body = get(server.url + path)
+    assert status == 404, body
+    assert b"root:" not in body and b"exp_hash" not in body and b"def " not in body
+
+
+def test_symlinks_pointing_out_of_the_save_dir_are_not_followed(tmp_path: Path) -> None:
+    """A version folder or an image that links outside SAVE_DIR is neither listed nor served."""
+    outside = build_outside_run(tmp_path / "elsewhere")
+    save_dir = tmp_path / "logs"
+    with test_tube.Experiment("inside", save_dir=save_dir, record_git=False) as exp:
+        exp.log({"loss": 1.0, "x_png": np.zeros((4, 4), np.uint8)})
+    (save_dir / "inside" / "version_1").symlink_to(outside, target_is_directory=True)
+    (save_dir / "inside" / "version_0" / "media" / "leak_5.png").symlink_to(tmp_path / "secret.png")
+    running = Running(save_dir)
+    try:
+        ids = [r["id"] for r in get_json(running.url + "api/runs")["runs"]]
+        assert ids == ["inside/version_0"]
+        data = get_json(running.url + "api/run?" + q(name="inside", version=1), status=404)
+        assert "no run inside/version_1" in data["error"]
+        status, _, body = get(running.url + "api/series?" + q(name="inside", version=1, metric="loss"))
+        assert status == 404 and b"42" not in body
+        status, _, body = get(running.url + "media?" + q(name="inside", version=0, file="leak_5.png"))
+        assert status == 404 and SECRET not in body
+    finally:
+        running.stop()
+
+
+def build_outside_run(save_dir: Path) -> Path:
+    with test_tube.Experiment("other", save_dir=save_dir, record_git=False) as exp:
+        exp.log({"loss": 42.0})
+    (save_dir.parent / "secret.png").write_bytes(SECRET)
+    return save_dir / "other" / "version_0"
+
+
+# -- runs that change while shown -----------------------------------------------------------------
+
+
+def test_a_run_deleted_while_served_is_404_json(tmp_path: Path) -> None:
+    """After rmtree of a run, its endpoints answer 404 JSON and the runs table drops it."""
+    save_dir = tmp_path / "logs"
+    for _ in range(2):
+        with test_tube.Experiment("exp", save_dir=save_dir, record_git=False) as exp:
+            exp.log({"loss": 1.0, "img_png": np.zeros((4, 4), np.uint8)})
+    running = Running(save_dir)
+    try:
+        query = q(name="exp", version=1)
+        assert get_json(running.url + "api/run?" + query)["rows"] == 1
+        assert len(get_json(running.url + "api/series?" + query + "&metric=loss")["xs"]) == 1
+        shutil.rmtree(save_dir / "exp" / "version_1")
+        for path in ("api/run?" + query, "api/series?" + query + "&metric=loss"):
+            data = get_json(running.url + path, status=404)
+            assert data["error"].startswith("no run exp/version_1") and "deleted" in data["error"]
+        status, kind, body = get(running.url + "media?" + query + "&file=img_0.png")
+        assert status == 404 and kind.startswith("text/html") and b"Traceback" not in body
+        assert [r["id"] for r in get_json(running.url + "api/runs")["runs"]] == ["exp/version_0"]
+        shutil.rmtree(save_dir)
+        assert "no longer exists" in get_json(running.url + "api/runs", status=404)["error"]
+    finally:
+        running.stop()
+
+
+def test_a_running_run_shows_new_rows_after_each_flush(tmp_path: Path) -> None:
+    """While a run writes, the endpoints show every row up to its last save(), and status running."""
+    save_dir = tmp_path / "logs"
+    exp = test_tube.Experiment("live", save_dir=save_dir, record_git=False, flush_interval=3600)
+    running = Running(save_dir)
+    try:
+        query = q(name="live", version=0, metric="loss")
+        for i in range(3):
+            exp.log({"loss": float(i)})
+        exp.save()
+        assert get_json(running.url + "api/series?" + query)["ys"] == [0.0, 1.0, 2.0]
+        run = get_json(running.url + "api/runs")["runs"][0]
+        assert run["status"] == "running" and run["rows"] == 3
+        for i in range(3, 5):
+            exp.log({"loss": float(i)})
+        exp.save()
+        assert get_json(running.url + "api/series?" + query)["ys"] == [0.0, 1.0, 2.0, 3.0, 4.0]
+        assert get_json(running.url + "api/runs")["runs"][0]["rows"] == 5
+        exp.close()
+        assert get_json(running.url + "api/runs")["runs"][0]["status"] == "finished"
+    finally:
+        exp.close()
+        running.stop()
+
+
+# -- the command ------------------------------------------------------------------------------------
+
+
+CLI = [sys.executable, "-m", "test_tube._cli"]
+
+
+def test_serve_a_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
+    """test-tube serve on a folder that does not exist: exit 2, one line, no server."""
+    proc = subprocess.run([*CLI, "serve", str(tmp_path / "nope"), "--port", "0"], capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"test-tube serve: error: {tmp_path / 'nope'} is not a folder"]
+
+
+def test_serve_a_bad_port_is_a_usage_error(tmp_path: Path) -> None:
+    """--port outside 0..65535: exit 2 with usage."""
+    proc = subprocess.run([*CLI, "serve", str(tmp_path), "--port", "70000"], capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    assert proc.returncode == 2 and "must be 0..65535" in proc.stderr
+
+
+def test_serve_a_port_in_use_is_a_one_line_error(server: Running, save_dir: Path) -> None:
+    """A port another server holds: exit 1, one line saying so."""
+    port = server.server.server_port
+    proc = subprocess.run([*CLI, "serve", str(save_dir), "--port", str(port)], capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"cannot listen on 127.0.0.1 port {port}" in lines[0]
+
+
+def test_serve_command_answers_on_localhost_and_stops_on_ctrl_c(save_dir: Path) -> None:
+    """The command prints its URL, serves the runs there, and exits 0 on SIGINT."""
+    proc = subprocess.Popen([*CLI, "serve", str(save_dir), "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = read_line(proc.stdout)
+        assert line.startswith(f"serving {save_dir} at http://127.0.0.1:")
+        url = line.split(" at ", 1)[1].split()[0]
+        assert len(get_json(url + "api/runs")["runs"]) == 3
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(TIMEOUT)
+
+
+def read_line(stream: Any) -> str:
+    """One line from a child's stdout, within TIMEOUT seconds."""
+    result: list[str] = []
+    reader = threading.Thread(target=lambda: result.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(TIMEOUT)
+    assert result, "no line from the child in time"
+    return result[0]
+
+
+def test_the_page_files_are_in_the_package() -> None:
+    """index.html, app.js, style.css and vendored uPlot with its licence ship inside test_tube."""
+    static = Path(test_tube.__file__).parent / "_static"
+    for name in ("index.html", "app.js", "style.css", "uplot/uPlot.iife.min.js", "uplot/uPlot.min.css",
+                 "uplot/LICENSE"):
+        assert (static / name).is_file(), name
+    assert "MIT" in (static / "uplot" / "LICENSE").read_text()
