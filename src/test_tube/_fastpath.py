@@ -290,7 +290,7 @@ class FastPath:
 
         A nested dict is loaded key by key after a check that it is a plain
         dict of the expected size (its keys are then exactly the expected
-        ones); a tensor is read with ``.item()`` once every type check passed,
+        ones); a tensor is read with ``.tolist()`` once every type check passed,
         and the type of what it gives is checked in turn.  Several shapes of
         one length are told apart by ``metrics.keys() == keys_i`` (a C-level
         set comparison) before their loads.
@@ -330,8 +330,11 @@ class FastPath:
         for j, kind in enumerate(shape.kinds):
             t = self._type_names[kind.raw]
             if kind.is_tensor:
-                raw_checks.append(f"type(v{j}) is {t} and v{j}.is_cpu and v{j}.ndim == 0")
-                reads.append(f"x{j} = v{j}.item()")
+                # tolist() of a 0-d tensor is its value, as item() is; of any other
+                # tensor it is a list, which fails the check below, and the slow
+                # path rejects it naming the key: one call instead of ndim and item().
+                raw_checks.append(f"type(v{j}) is {t} and v{j}.is_cpu")
+                reads.append(f"x{j} = v{j}.tolist()")
                 read_checks.append(_value_check(f"x{j}", kind.value))
                 packed.append(f"x{j}")
             else:
