@@ -7,13 +7,16 @@ Two measurements, medians printed next to the target:
    buckets, against a floor measured in the same run: one ``min()`` and one
    ``max()`` over the same array, the least any exact envelope must do.
    Checks that the spike is in the output.
-2. The ``/api/series`` endpoint end to end, over HTTP, on a run of 10^7 rows:
-   the first request (reads the whole journal with ``test_tube.read``) and
+2. The ``/api/series`` endpoint end to end, over HTTP, on runs of 10^7 rows:
+   the first request on a finished run (two columns of its complete
+   ``metrics.parquet``) and on a run still writing (the whole journal, with
+   ``test_tube.read``), and
    later ones (the run's points are cached until its files change: envelope,
    JSON and HTTP), and a zoomed request (``x_min``/``x_max``).
 
-The run is written directly in the engine's journal format (frames of
-100,000 rows, by the engine's own encoder) plus ``meta.experiment``, because
+The runs are written directly in the engine's journal format (frames of
+100,000 rows, by the engine's own encoder) plus ``meta.experiment`` and, for
+the finished one, ``metrics.parquet`` as the Parquet sink writes it, because
 logging 10^7 rows through ``Experiment`` would take minutes and also write a
 CSV the server never reads.  The page cache is warm (the files were just
 written), as when one looks at a run that is writing.
@@ -38,6 +41,7 @@ import urllib.request
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from test_tube import _journal, _layout
 from test_tube._downsample import envelope
@@ -57,9 +61,14 @@ def line(n: int) -> tuple[np.ndarray, np.ndarray, int]:  # type: ignore[type-arg
     return np.arange(n, dtype=np.float64), y, spike
 
 
-def build_run(save_dir: str, y: np.ndarray) -> str:  # type: ignore[type-arg]
-    """One finished run, ``bench/version_0``, whose ``loss`` column is ``y``."""
-    log_dir = _layout.version_dir(save_dir, "bench", 0)
+def build_run(save_dir: str, y: np.ndarray, version: int = 0, finished: bool = True) -> str:  # type: ignore[type-arg]
+    """A run ``bench/version_<version>`` whose ``loss`` column is ``y``.
+
+    A finished run also has its complete ``metrics.parquet`` (written as the
+    Parquet sink writes it: zstd, row groups of 2^17 rows, no dictionary for
+    numbers); a run still writing has only its journal.
+    """
+    log_dir = _layout.version_dir(save_dir, "bench", version)
     os.makedirs(log_dir)
     n = len(y)
     steps = np.arange(n, dtype=np.int64)
@@ -72,9 +81,14 @@ def build_run(save_dir: str, y: np.ndarray) -> str:  # type: ignore[type-arg]
                               "loss": y[offset:offset + FRAME_ROWS]})
             for piece in _journal.encode(frame):
                 f.write(memoryview(piece))
+    if finished:
+        table = pa.table({"step": steps, "created_at": pa.array(start_us + steps * 1000, pa.timestamp("us", tz="UTC")),
+                          "loss": y})
+        pq.write_table(table, os.path.join(log_dir, _layout.PARQUET), compression="zstd", use_dictionary=False,
+                       row_group_size=1 << 17)
     created = "2026-11-29 10:00:00.000000"
-    meta = {"name": "bench", "version": 0, "created_at": created, "format": _layout.FORMAT,
-            "status": "finished", "pid": 12345, "host": "bench-host", "updated_at": created, "ended_at": created}
+    meta = {"name": "bench", "version": version, "created_at": created, "format": _layout.FORMAT,
+            "status": "finished" if finished else "running", "pid": 12345, "host": "bench-host", "updated_at": created, "ended_at": created}
     with open(os.path.join(log_dir, _layout.META), "w", encoding="utf-8") as f:
         json.dump(meta, f)
     return log_dir
@@ -121,10 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         save_dir = os.path.join(root, "logs")
         t0 = time.perf_counter()
-        build_run(save_dir, y)
-        print(f"built a run of {n:,} rows in {time.perf_counter() - t0:.1f} s")
+        build_run(save_dir, y, 0, finished=True)
+        build_run(save_dir, y, 1, finished=False)
+        print(f"built two runs of {n:,} rows in {time.perf_counter() - t0:.1f} s")
         server = Server(save_dir, "127.0.0.1", 0)
         threading.Thread(target=server.serve_forever, daemon=True).start()
+        running = server.url + f"api/series?name=bench&version=1&metric=loss&buckets={BUCKETS}"
+        t0 = time.perf_counter()
+        first = fetch(running)
+        cold_running = time.perf_counter() - t0
+        assert first["points"] == n and y[spike] in first["ys"]  # type: ignore[operator]
         url = server.url + f"api/series?name=bench&version=0&metric=loss&buckets={BUCKETS}"
         t0 = time.perf_counter()
         first = fetch(url)
@@ -133,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         warm = timed(lambda: fetch(url), args.rounds)
         lo, hi = n // 3, n // 3 + n // 100
         zoom = timed(lambda: fetch(url + f"&x_min={lo}&x_max={hi}"), args.rounds)
-        print(f"/api/series, {n:,} rows, first request (reads the journal): {cold:.3f} s; "
+        print(f"/api/series, {n:,} rows, first request: finished run (2 columns of metrics.parquet) {cold:.3f} s, "
+              f"run still writing (the whole journal) {cold_running:.3f} s; "
               f"next requests median {statistics.median(warm):.3f} s (min {min(warm):.3f}, max {max(warm):.3f}); "
               f"zoomed to 1% of x: median {statistics.median(zoom):.3f} s; target < {TARGET_S:.0f} s")
     finally:

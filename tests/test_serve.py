@@ -29,7 +29,7 @@ def build_three_runs(save_dir: Path) -> Path:
     """mnist/version_0 and _1 (finished, tags, images at steps 0, 10, 20), long/version_0 (20,000 rows, one spike)."""
     opts: dict[str, Any] = {"save_dir": save_dir, "record_git": False}
     for lr in (0.1, 0.01):
-        with test_tube.Experiment("mnist", description=f"lr {lr}", **opts) as exp:
+        with test_tube.Experiment(name="mnist", description=f"lr {lr}", **opts) as exp:
             exp.tag({"lr": lr, "optimizer": "adam"})
             for step in range(30):
                 row: dict[str, Any] = {"loss": 1.0 / (step + 1) + lr, "acc": step / 30}
@@ -37,7 +37,7 @@ def build_three_runs(save_dir: Path) -> Path:
                     row["sample_png"] = np.full((8, 8), step * 8, np.uint8)
                 exp.log(row)
             exp.log({"loss": float("nan")})
-    with test_tube.Experiment("long", **opts) as exp:
+    with test_tube.Experiment(name="long", **opts) as exp:
         exp.tag({"lr": 0.5, "optimizer": "sgd"})
         values = np.sin(np.arange(20_000) / 500.0)
         values[SPIKE_STEP] = 1000.0
@@ -235,7 +235,7 @@ def test_symlinks_pointing_out_of_the_save_dir_are_not_followed(tmp_path: Path) 
     """A version folder or an image that links outside SAVE_DIR is neither listed nor served."""
     outside = build_outside_run(tmp_path / "elsewhere")
     save_dir = tmp_path / "logs"
-    with test_tube.Experiment("inside", save_dir=save_dir, record_git=False) as exp:
+    with test_tube.Experiment(name="inside", save_dir=save_dir, record_git=False) as exp:
         exp.log({"loss": 1.0, "x_png": np.zeros((4, 4), np.uint8)})
     (save_dir / "inside" / "version_1").symlink_to(outside, target_is_directory=True)
     (save_dir / "inside" / "version_0" / "media" / "leak_5.png").symlink_to(tmp_path / "secret.png")
@@ -254,7 +254,7 @@ def test_symlinks_pointing_out_of_the_save_dir_are_not_followed(tmp_path: Path) 
 
 
 def build_outside_run(save_dir: Path) -> Path:
-    with test_tube.Experiment("other", save_dir=save_dir, record_git=False) as exp:
+    with test_tube.Experiment(name="other", save_dir=save_dir, record_git=False) as exp:
         exp.log({"loss": 42.0})
     (save_dir.parent / "secret.png").write_bytes(SECRET)
     return save_dir / "other" / "version_0"
@@ -267,7 +267,7 @@ def test_a_run_deleted_while_served_is_404_json(tmp_path: Path) -> None:
     """After rmtree of a run, its endpoints answer 404 JSON and the runs table drops it."""
     save_dir = tmp_path / "logs"
     for _ in range(2):
-        with test_tube.Experiment("exp", save_dir=save_dir, record_git=False) as exp:
+        with test_tube.Experiment(name="exp", save_dir=save_dir, record_git=False) as exp:
             exp.log({"loss": 1.0, "img_png": np.zeros((4, 4), np.uint8)})
     running = Running(save_dir)
     try:
@@ -290,7 +290,7 @@ def test_a_run_deleted_while_served_is_404_json(tmp_path: Path) -> None:
 def test_a_running_run_shows_new_rows_after_each_flush(tmp_path: Path) -> None:
     """While a run writes, the endpoints show every row up to its last save(), and status running."""
     save_dir = tmp_path / "logs"
-    exp = test_tube.Experiment("live", save_dir=save_dir, record_git=False, flush_interval=3600)
+    exp = test_tube.Experiment(name="live", save_dir=save_dir, record_git=False, flush_interval=3600)
     running = Running(save_dir)
     try:
         query = q(name="live", version=0, metric="loss")

@@ -21,7 +21,8 @@ including a run deleted while the page shows it, is a 404 with a message
 (JSON under ``/api/``, a small HTML page elsewhere), never a traceback.
 
 Rows are read with :func:`test_tube.read`, that is from the journal up to the
-writer's last flush, so a half-written file is never read.  Reads are cached
+writer's last flush, so a half-written file is never read; a chart of a run
+that ended reads two columns of its complete ``metrics.parquet`` instead.  Reads are cached
 per run and keyed by the size and modification time of the run's files, so a
 page that polls an unchanged run costs a few ``stat`` calls.
 """
@@ -49,11 +50,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from . import _downsample, _layout
 from ._plot import series as _metric_points
 from ._read import read
-from ._runs import Summary, find_runs, read_tag_texts, run_status, summarise
+from ._runs import Summary, _parquet_complete, find_runs, read_tag_texts, run_status, summarise
 
 #: The port ``test-tube serve`` listens on unless told otherwise (TensorBoard's 6006, plus one).
 DEFAULT_PORT = 6007
@@ -252,10 +254,31 @@ class App:
             raise FileNotFoundError(log_dir)
         return self._tables.get((log_dir, _signature(log_dir)), lambda: read(log_dir))
 
+    def _metric_table(self, log_dir: str, metric: str, x: str) -> pa.Table:
+        """Rows holding at least ``metric`` and the x column (``step``, or ``created_at`` for time).
+
+        A run whose ``metrics.parquet`` holds every journaled row (a run that
+        ended) is read from it, two columns only: on a run of many metrics
+        that is a fraction of the journal, which holds every column.  A run
+        still writing is read through :func:`read` (the journal, cached).
+        """
+        parquet = os.path.join(log_dir, _layout.PARQUET)
+        if _parquet_complete(parquet, os.path.join(log_dir, _layout.JOURNAL)):
+            try:
+                names = pq.read_schema(parquet).names
+                wanted = ["created_at" if x == "time" else "step", metric]
+                if all(c in names for c in wanted):
+                    return pq.read_table(parquet, columns=wanted)
+            except (OSError, pa.ArrowException):
+                pass  # replaced or damaged since: the journal is the record
+        return self._table(log_dir)
+
     def _points(self, name: str, version: int, log_dir: str, metric: str,
                 x: str) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], int]:
         """x and y of the finite values of ``metric``, and how many NaN or infinite values were left out."""
-        table = self._table(log_dir)
+        if not os.path.isdir(log_dir):
+            raise FileNotFoundError(log_dir)
+        table = self._metric_table(log_dir, metric, x)
         if metric not in table.column_names or metric in ("step", "created_at"):
             raise HttpError(HTTPStatus.NOT_FOUND, f"{name}/version_{version} has no metric {metric!r}")
         if not _numeric(table.schema.field(metric).type):
