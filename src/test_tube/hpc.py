@@ -480,12 +480,14 @@ class SlurmCluster:
                 # instead of ending at the wall time.
                 print("test_tube: the checkpoint save function failed:", file=sys.stderr)
                 traceback.print_exc()
+        # Requeueing ends this run with SIGTERM, possibly before scontrol
+        # returns; ignore it so the final flush of open Experiments is not cut
+        # short, and exit on our own.
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if not self._requeue(job_id):
+            signal.signal(signal.SIGTERM, previous)
             self._handling_signal = False
             return
-        # Requeueing ends this run with SIGTERM; ignore it so the final flush
-        # of open Experiments is not cut short, and exit on our own.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise SystemExit(0)
 
     def _requeue(self, job_id: str) -> bool:
