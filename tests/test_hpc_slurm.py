@@ -227,3 +227,30 @@ def test_sigusr1_checkpoints_requeues_and_the_trial_continues(slurm: Cluster, tm
     runs = test_tube.runs(save_dir, name="resubmit")
     assert runs.column("status").to_pylist() == ["finished"]
     assert runs.column("restarts").to_pylist() == [1]
+
+
+def _readme_example() -> str:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## SLURM cluster search", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_example_runs_on_the_cluster(slurm: Cluster, tmp_path: Path) -> None:
+    """The README's SLURM example, run as written, leaves four finished runs and four scripts."""
+    script = tmp_path / "slurm_search.py"
+    script.write_text(_readme_example())
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=slurm.env, capture_output=True, text=True,
+        timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    job_ids = [line.split("Slurm job ")[1].split(",")[0] for line in done.stdout.splitlines()]
+    assert len(job_ids) == 4, done.stdout
+    states = slurm.wait_jobs(job_ids, SEARCH_TIMEOUT_S)
+    out_dir = tmp_path / "slurm_logs" / "slurm_demo" / "slurm_out"
+    assert set(states.values()) == {"COMPLETED"}, f"{states}\n{_job_output(out_dir)}"
+    assert len(list((tmp_path / "slurm_logs" / "slurm_demo" / "slurm_scripts").glob("trial_*.sh"))) == 4
+    runs = test_tube.runs(tmp_path / "test_tube_logs")
+    assert runs.column("status").to_pylist() == ["finished"] * 4
+    assert sorted(runs.column("hpc_exp_number").to_pylist()) == [0, 1, 2, 3]
+    assert runs.column("rows").to_pylist() == [10] * 4
