@@ -237,3 +237,47 @@ def test_torchrun_per_rank_before_init_agrees_through_the_launch_id(tmp_path: Pa
         table = test_tube.read(mine / "version_1" / f"rank_{rank}")
         assert table.column("rank").to_pylist() == [rank] * 5
     assert not (tmp_path / "logs" / "plain").exists()
+
+
+# -- Lightning strategy="ddp" ---------------------------------------------------------
+
+LIGHTNING_DDP_SCRIPT = """
+import sys, warnings
+warnings.simplefilter("ignore")
+import test_tube
+from lightning_model import Tiny, data, trainer
+from test_tube.lightning import TestTubeLogger
+
+class WithPlainExperiment(Tiny):
+    def on_train_start(self):
+        # Every process opens a plain Experiment; the rank comes from the initialised process group.
+        with test_tube.Experiment(save_dir=sys.argv[1], name="plain", record_git=False) as exp:
+            exp.log({"global_rank": self.global_rank})
+        print("detected", exp.rank, "lightning", self.global_rank, flush=True)
+
+logger = TestTubeLogger(sys.argv[1], name="ddp")
+trainer(logger, strategy="ddp", devices=2).fit(WithPlainExperiment(), data(), data())
+"""
+
+
+def test_lightning_ddp_on_two_cpu_processes_writes_once(tmp_path: Path) -> None:
+    """Trainer(strategy="ddp", devices=2) on CPU: one version, rank 0's rows only (2 steps an epoch on half the
+    data each), status finished; a plain Experiment in each process writes from rank 0 only."""
+    pytest.importorskip("lightning")
+    script = tmp_path / "train_ddp.py"
+    script.write_text(LIGHTNING_DDP_SCRIPT)
+    env = _env(PYTHONPATH=str(Path(__file__).parent), OMP_NUM_THREADS="1")
+    result = _run([sys.executable, str(script), str(tmp_path / "logs")], env, tmp_path)
+    assert sorted(line for line in result.stdout.splitlines() if line.startswith("detected")) == [
+        "detected 0 lightning 0", "detected 1 lightning 1"]
+    ddp = tmp_path / "logs" / "ddp"
+    assert _versions(ddp) == ["version_0"]
+    table = test_tube.read(ddp / "version_0")
+    steps = [s for s, v in zip(table.column("step").to_pylist(), table.column("train_loss").to_pylist())
+             if v is not None]
+    assert steps == [0, 1, 2, 3]
+    assert json.loads((ddp / "version_0" / "meta.experiment").read_text())["status"] == "finished"
+    assert list((ddp / "version_0" / "checkpoints").glob("*.ckpt"))
+    plain = tmp_path / "logs" / "plain"
+    assert _versions(plain) == ["version_0"]
+    assert test_tube.read(plain / "version_0").column("global_rank").to_pylist() == [0]
