@@ -16,7 +16,7 @@ import test_tube
 from test_tube import Experiment, RankError, VersionAgreementError
 
 RANK_VARIABLES = ("RANK", "SLURM_PROCID", "LOCAL_RANK", "TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "SLURM_STEP_ID",
-                  "SLURM_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT")
+                  "SLURM_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT", "WORLD_SIZE")
 TIMEOUT = 120
 
 
@@ -120,10 +120,25 @@ def test_per_rank_with_explicit_version_gives_each_rank_its_folder(tmp_path: Pat
         assert (log_dir / "meta_tags.csv").read_text() == f"key,value\nrank,{rank}\n"
 
 
-def test_per_rank_without_a_way_to_agree_raises(tmp_path: Path) -> None:
-    """per_rank=True with no version, no process group and no launch id raises VersionAgreementError."""
+def test_per_rank_without_a_way_to_agree_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """per_rank=True with no version, no process group and no launch id raises VersionAgreementError, on rank 1
+    and on rank 0 of a world of 2; nothing is created."""
     with pytest.raises(VersionAgreementError, match="version="):
         Experiment(save_dir=tmp_path, name="pr", rank=1, per_rank=True)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(VersionAgreementError, match="version="):
+        Experiment(save_dir=tmp_path, name="pr", rank=0, per_rank=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_per_rank_in_a_single_process_claims_a_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lone process (no launcher, WORLD_SIZE unset) with per_rank=True writes version_<N>/rank_0."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    (tmp_path / "pr" / "version_0").mkdir(parents=True)
+    with Experiment(save_dir=tmp_path, name="pr", per_rank=True, record_git=False) as exp:
+        exp.log({"a": 1})
+    assert exp.log_dir == str(tmp_path / "pr" / "version_1" / "rank_0")
+    assert test_tube.read(exp.log_dir).column("a").to_pylist() == [1]
 
 
 def test_per_rank_ranks_of_one_slurm_step_agree_on_the_version(tmp_path: Path) -> None:

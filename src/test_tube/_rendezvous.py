@@ -16,8 +16,9 @@ ways, tried in order:
    publishes the number in ``<save_dir>/<name>/.rank_claims/<key>``; the other
    ranks poll that file for at most ``WAIT_SECONDS``.
 
-With neither (a static torchrun rendezvous before ``init_process_group``,
-say), ``VersionAgreementError`` says to pass ``version=`` or to initialise the
+With neither, a lone process (rank 0, ``WORLD_SIZE`` unset or 1) just claims;
+otherwise (a static torchrun rendezvous before ``init_process_group``, say)
+``VersionAgreementError`` says to pass ``version=`` or to initialise the
 process group first.  An explicit ``version=`` never comes here.
 """
 
@@ -43,6 +44,8 @@ def shared_version(exp_dir: str, rank: int, *, wait: float = WAIT_SECONDS) -> in
     if dist is not None:
         return _broadcast(dist, exp_dir, rank)
     key = launch_key()
+    if key is None and rank == 0 and os.environ.get("WORLD_SIZE", "1") == "1":
+        return _layout.claim_version(exp_dir)  # a single process: there is nobody to agree with
     if key is None:
         raise VersionAgreementError(
             "per_rank=True: the ranks cannot agree on a version: torch.distributed is not initialised and "
