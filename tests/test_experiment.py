@@ -740,7 +740,8 @@ def test_public_names_are_pinned() -> None:
     assert test_tube.__all__ == sorted(test_tube.__all__)
     assert set(test_tube.__all__) == {
         "Experiment", "ExperimentClosedError", "FinalFlushWarning", "GitSnapshotWarning",
-        "HyperOptArgumentParser", "TestTubeError", "TrialError", "VersionInUseError", "WriterError",
+        "HyperOptArgumentParser", "RankError", "TestTubeError", "TrialError", "VersionAgreementError",
+        "VersionInUseError", "WriterError",
         "__version__", "checkout_snapshot", "read", "runs",
     }
 

@@ -72,3 +72,25 @@ class GitSnapshotWarning(UserWarning):
 
 class FinalFlushWarning(UserWarning):
     """The final flush at interpreter exit could not write every row in time."""
+
+
+class RankError(TestTubeError, ValueError):
+    """An environment variable that gives the process's rank does not hold one.
+
+    ``variable`` names it (``RANK``, ``SLURM_PROCID`` or ``LOCAL_RANK``).
+    """
+
+    def __init__(self, message: str, *, variable: str) -> None:
+        super().__init__(message)
+        self.variable = variable
+
+
+class VersionAgreementError(TestTubeError, RuntimeError):
+    """With ``per_rank=True``, this rank could not learn which version rank 0 claimed.
+
+    ``path`` is the claim file it waited for, when there was one.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _exit, _git, _journal, _layout
+from . import _exit, _git, _journal, _layout, _rank, _rendezvous
 from ._errors import ExperimentClosedError, LogTypeError, LogValueError
 from ._fastpath import FastPath, Steps, shape_of
 from ._media import MediaEncoder
@@ -72,8 +72,15 @@ class Experiment:
             by ``save()``, ``close()`` and at exit (rows are still journaled).
         description: free text stored in ``meta.experiment``.
         create_git_tag: tag a snapshot of the working tree as ``tt_<name>_v<version>``.
-        rank: the process's rank in multi-process training; as in 0.7.5, an
-            Experiment of a rank above 0 writes nothing and every method does nothing.
+        rank: the process's rank in multi-process training; ``None`` (default)
+            detects it: ``torch.distributed``'s rank if its process group is
+            initialised, else ``RANK``, ``SLURM_PROCID``, ``LOCAL_RANK`` from the
+            environment, else 0 (see ``_rank``).  As in 0.7.5, an Experiment of a
+            rank above 0 writes nothing and every method does nothing, unless ``per_rank``.
+        per_rank: every rank writes, each to ``version_<N>/rank_<r>/`` (a complete
+            version folder of its own); all ranks of one launch share N (see
+            ``_rendezvous``: pass ``version=``, or open the Experiment after
+            ``init_process_group()`` or under torchrun/SLURM, which name the launch).
         flush_interval: seconds between periodic flushes; a crash loses at most this window.
         formats: published files, a subset of ``{"csv", "parquet"}``.
         max_queue_rows: rows that may wait for the writer before ``log()`` blocks (on the fast
@@ -94,8 +101,9 @@ class Experiment:
         autosave: bool = True,
         description: str | None = None,
         create_git_tag: bool = False,
-        rank: int = 0,
+        rank: int | None = None,
         *,
+        per_rank: bool = False,
         flush_interval: float = 2.0,
         formats: tuple[str, ...] | list[str] = ("csv", "parquet"),
         max_queue_rows: int = 65_536,
@@ -110,9 +118,10 @@ class Experiment:
         self.name = name
         self.save_dir = os.path.abspath(os.fspath(save_dir) if save_dir is not None else DEFAULT_SAVE_DIR)
         self.debug = bool(debug)
-        self.rank = int(rank)
+        self.rank = _rank.detect_rank() if rank is None else int(rank)
+        self.per_rank = bool(per_rank)
         # Nothing to write: debug mode, or a rank other than 0 in multi-process training.
-        self._inert = self.debug or self.rank > 0
+        self._inert = self.debug or (self.rank > 0 and not self.per_rank)
         self.autosave = bool(autosave)
         self.description = description
         self.create_git_tag = bool(create_git_tag)
@@ -137,15 +146,22 @@ class Experiment:
         if self._inert:
             self.version = version if version is not None else _layout.next_version(exp_dir)
             self.log_dir = _layout.version_dir(self.save_dir, name, self.version)
+            # A plain function in the instance: a rank above 0 pays one call per log().
+            self.__dict__["log"] = _inert_log
             return
 
         _warm_up()
-        if version is None:
+        if self.per_rank:
+            self.version = version if version is not None else _rendezvous.shared_version(exp_dir, self.rank)
+            self.log_dir = os.path.join(_layout.version_dir(self.save_dir, name, self.version), f"rank_{self.rank}")
+            os.makedirs(self.log_dir, exist_ok=True)
+        elif version is None:
             self.version = _layout.claim_version(exp_dir)
+            self.log_dir = _layout.version_dir(self.save_dir, name, self.version)
         else:
             self.version = version
-            os.makedirs(_layout.version_dir(self.save_dir, name, version), exist_ok=True)
-        self.log_dir = _layout.version_dir(self.save_dir, name, self.version)
+            self.log_dir = _layout.version_dir(self.save_dir, name, self.version)
+            os.makedirs(self.log_dir, exist_ok=True)
         self._lock_fd = _layout.lock(self.log_dir)
         try:
             self._open(formats, flush_interval, image_workers, jpeg_quality, record_git)
@@ -415,12 +431,15 @@ class Experiment:
         if not barrier.done.is_set():
             raise TimeoutError(f"{what}(): the writer did not finish in time; rows are still queued")
 
-    def close(self, timeout: float | None = None) -> None:
+    def close(self, timeout: float | None = None, *, failed: bool = False) -> None:
         """Flush, complete ``metrics.parquet``, stop the writer and release the version.
 
         Blocks until done, or ``timeout`` seconds (then raises ``TimeoutError``;
         the rows still queued are written by the final flush at exit).  A second
         call does nothing; ``log()`` afterwards raises ``ExperimentClosedError``.
+        ``failed=True`` records the run as ``failed`` (end reason
+        ``close(failed=True)``) instead of ``finished``: for a training loop that
+        stopped on an error it handled itself.
         """
         if self._inert or self._closed or self._pid != os.getpid():
             self._closed = True
@@ -431,7 +450,7 @@ class Experiment:
         if not barrier.done.is_set():
             # Not released: the final flush at exit tries again for what is left.
             raise TimeoutError(f"close(): the writer did not finish within {timeout} s; rows are still queued")
-        reason = "exception in with block" if self._failed else "close"
+        reason = "close(failed=True)" if failed else "exception in with block" if self._failed else "close"
         raising = False
         try:
             self._writer.thread.join(5.0)
@@ -591,6 +610,10 @@ def _import_legacy_csv(log_dir: str, journal_path: str) -> None:
     _layout.publish(journal_path, data)
 
 
+def _inert_log(metrics: Any, step: Any = None, *, global_step: Any = None) -> None:
+    """log() of an Experiment that writes nothing (debug mode, a rank above 0)."""
+
+
 def _resolve_step(step: Any, global_step: Any) -> int | None:
     if global_step is not None:
         if step is not None and step != global_step:
@@ -627,8 +650,8 @@ def _check_options(
         raise ValueError(f"Experiment(name=...) must be a non-empty folder name, got {name!r}")
     if version is not None and (type(version) is bool or not isinstance(version, (int, np.integer)) or version < 0):
         raise ValueError(f"Experiment(version=...) must be None or an int >= 0, got {version!r}")
-    if type(rank) is bool or not isinstance(rank, (int, np.integer)) or rank < 0:
-        raise ValueError(f"Experiment(rank=...) must be an int >= 0, got {rank!r}")
+    if rank is not None and (type(rank) is bool or not isinstance(rank, (int, np.integer)) or rank < 0):
+        raise ValueError(f"Experiment(rank=...) must be None or an int >= 0, got {rank!r}")
     if not flush_interval > 0:
         raise ValueError(f"flush_interval must be > 0 seconds, got {flush_interval!r}")
     unknown = set(formats) - _FORMATS

@@ -1,0 +1,151 @@
+"""test_tube.lightning.TestTubeLogger with a real Lightning Trainer on CPU."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import warnings
+from argparse import Namespace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import test_tube
+
+pytest.importorskip("lightning")
+torch = pytest.importorskip("torch")
+
+from lightning.pytorch.core.saving import load_hparams_from_tags_csv  # noqa: E402
+from lightning.pytorch.utilities.rank_zero import rank_zero_only  # noqa: E402
+
+from lightning_model import Tiny, data, trainer  # noqa: E402
+from test_tube.lightning import TestTubeLogger  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def quiet() -> Any:
+    """Lightning's advice about dataloader workers and the like is noise here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _meta(log_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(log_dir) / "meta.experiment").read_text())
+
+
+def _rows(log_dir: str | Path, column: str) -> list[tuple[int, Any]]:
+    table = test_tube.read(log_dir)
+    return [(s, v) for s, v in zip(table.column("step").to_pylist(), table.column(column).to_pylist())
+            if v is not None]
+
+
+def test_import_test_tube_never_imports_torch_or_lightning() -> None:
+    """import test_tube (and creating an Experiment) leaves torch and lightning out of sys.modules."""
+    code = ("import sys, tempfile, test_tube\n"
+            "test_tube.Experiment(save_dir=tempfile.mkdtemp(), record_git=False).close()\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'lightning')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_fit_and_validate_write_every_row_with_lightnings_steps(tmp_path: Path) -> None:
+    """fit (2 epochs of 4 steps) then validate: train_loss at steps 0-7, val_loss at 3, 7 and 8, status finished."""
+    logger = TestTubeLogger(tmp_path, name="tiny", description="two epochs")
+    model = Tiny(arch={"depth": 2, "act": "relu"})
+    fit = trainer(logger)
+    fit.fit(model, data(), data())
+    fit.validate(model, data())
+    assert logger.version == 0
+    assert logger.log_dir == str(tmp_path / "tiny" / "version_0")
+    assert [s for s, _ in _rows(logger.log_dir, "train_loss")] == list(range(8))
+    assert [s for s, _ in _rows(logger.log_dir, "val_loss")] == [3, 7, 8]
+    assert [e for _, e in _rows(logger.log_dir, "epoch")] == [0] * 5 + [1] * 5 + [2]
+    header = (Path(logger.log_dir) / "metrics.csv").read_text().splitlines()[0]
+    assert header == "step,created_at,train_loss,epoch,val_loss"
+    meta = _meta(logger.log_dir)
+    assert (meta["status"], meta["end_reason"], meta["description"]) == ("finished", "close", "two epochs")
+    assert list((Path(logger.log_dir) / "checkpoints").glob("*.ckpt"))
+    assert [p.name for p in (tmp_path / "tiny").iterdir()] == ["version_0"]
+
+
+def test_lightning_reads_the_hyperparameters_back_from_meta_tags_csv(tmp_path: Path) -> None:
+    """load_hparams_from_tags_csv gets back the Namespace's values; nested dicts come back as a/b keys."""
+    logger = TestTubeLogger(tmp_path, name="hp")
+    logger.log_hyperparams(Namespace(lr=0.001, layers=[64, 32], optimizer="adam", dropout=True, seed=None,
+                                     model={"depth": 3, "act": {"name": "gelu"}}, scale=torch.tensor(0.5)))
+    logger.finalize("success")
+    loaded = load_hparams_from_tags_csv(str(Path(logger.log_dir) / "meta_tags.csv"))
+    assert loaded == {"lr": 0.001, "layers": [64, 32], "optimizer": "adam", "dropout": True, "seed": None,
+                      "model/depth": 3, "model/act/name": "gelu", "scale": 0.5}
+
+
+def test_a_failing_fit_is_recorded_failed_and_keeps_its_rows(tmp_path: Path) -> None:
+    """An exception in training_step: Lightning calls finalize("failed"); meta says failed, earlier rows are kept."""
+    logger = TestTubeLogger(tmp_path, name="fails")
+    with pytest.raises(RuntimeError, match="on purpose"):
+        trainer(logger).fit(Tiny(fail_at=2), data(), data())
+    meta = _meta(logger.log_dir)
+    assert (meta["status"], meta["end_reason"]) == ("failed", "close(failed=True)")
+    assert [s for s, _ in _rows(logger.log_dir, "train_loss")] == [0, 1]
+    assert test_tube.runs(tmp_path).column("status").to_pylist() == ["failed"]
+
+
+def test_resuming_from_a_checkpoint_continues_the_same_version(tmp_path: Path) -> None:
+    """One epoch, then a new Trainer and logger with version=0 resume from the checkpoint: steps 4-7 follow 0-3."""
+    first = TestTubeLogger(tmp_path, name="resume")
+    trainer(first, max_epochs=1).fit(Tiny(), data(), data())
+    [checkpoint] = (Path(first.log_dir) / "checkpoints").glob("*.ckpt")
+    second = TestTubeLogger(tmp_path, name="resume", version=0)
+    trainer(second).fit(Tiny(), data(), data(), ckpt_path=str(checkpoint))
+    assert second.log_dir == first.log_dir
+    assert [s for s, _ in _rows(second.log_dir, "train_loss")] == list(range(8))
+    assert [s for s, _ in _rows(second.log_dir, "val_loss")] == [3, 7]
+    assert _meta(second.log_dir)["status"] == "finished"
+    assert [p.name for p in (tmp_path / "resume").iterdir()] == ["version_0"]
+
+
+def test_log_metrics_takes_tensors_a_prefix_and_any_step_order(tmp_path: Path) -> None:
+    """Tensors are stored as numbers, the prefix is joined with '-', and a step may repeat or go back."""
+    logger = TestTubeLogger(tmp_path, name="m", prefix="train")
+    logger.log_metrics({"loss": torch.tensor(1.5)}, step=5)
+    logger.log_metrics({"loss": 1.0}, step=5)
+    logger.log_metrics({"loss": torch.tensor([0.5])}, step=2)
+    logger.experiment.log({"other": 1})  # an automatic step continues from the last explicit one
+    logger.save()
+    assert _rows(logger.log_dir, "train-loss") == [(5, 1.5), (5, 1.0), (2, 0.5)]
+    assert _rows(logger.log_dir, "other") == [(3, 1)]
+    logger.finalize("success")
+
+
+def test_other_ranks_log_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a rank other than 0 every method does nothing and no folder is created."""
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    logger = TestTubeLogger(tmp_path, name="r1")
+    logger.log_hyperparams({"lr": 0.1})
+    logger.log_metrics({"loss": 1.0}, step=0)
+    logger.save()
+    logger.finalize("success")
+    assert not isinstance(logger.experiment, test_tube.Experiment)
+    assert logger.version == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_logger_pickles_without_its_experiment(tmp_path: Path) -> None:
+    """A logger with an open Experiment pickles (for spawned processes); the copy opens its own when used."""
+    logger = TestTubeLogger(tmp_path, name="p", version=4)
+    logger.log_metrics({"loss": 1.0}, step=0)
+    copy = pickle.loads(pickle.dumps(logger))
+    assert copy._experiment is None and copy.version == 4
+    logger.finalize("success")
+
+
+def test_debug_writes_nothing(tmp_path: Path) -> None:
+    """debug=True, as in the former logger: a full fit leaves no test_tube files."""
+    logger = TestTubeLogger(tmp_path, name="dbg", debug=True)
+    trainer(logger, max_epochs=1, enable_checkpointing=False).fit(Tiny(), data(), data())
+    assert not (tmp_path / "dbg").exists()
