@@ -89,3 +89,32 @@ def test_str_of_hyperparameters_is_the_0_7_5_table() -> None:
     trial = next(hparams.trials(1))
     assert str(trial).splitlines()[2] == "learning_rate       : 0.1"
     assert repr(hparams).startswith("HyperOptNamespace(")
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "named"),
+    [
+        ((3,), {}, "debug"),  # a version where debug goes
+        ((False, 0, "my description"), {}, "autosave"),  # a release that put description before autosave
+        ((False, 0, True, True), {}, "description"),
+        ((), {"create_git_tag": "yes"}, "create_git_tag"),
+    ],
+)
+def test_arguments_in_another_releases_order_are_rejected(
+    tmp_path: Path, args: tuple[object, ...], kwargs: dict[str, object], named: str
+) -> None:
+    """A number or text where a flag goes, or a flag where the description goes, raises naming the argument."""
+    with pytest.raises(TypeError, match=named):
+        test_tube.Experiment(str(tmp_path), "exp", *args, record_git=False, **kwargs)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sys_exit_0_inside_the_with_block_is_a_normal_end(tmp_path: Path) -> None:
+    """sys.exit(0) in `with Experiment(...)` (a job that asked to be requeued) records finished, not failed."""
+    with pytest.raises(SystemExit), test_tube.Experiment(save_dir=tmp_path, name="e", record_git=False) as exp:
+        exp.log({"a": 1})
+        raise SystemExit(0)
+    with pytest.raises(SystemExit), test_tube.Experiment(save_dir=tmp_path, name="f", record_git=False) as failed:
+        failed.log({"a": 1})
+        raise SystemExit(3)
+    assert test_tube.runs(tmp_path).column("status").to_pylist() == ["finished", "failed"]

@@ -296,3 +296,22 @@ def test_lightning_ddp_on_two_cpu_processes_writes_once(tmp_path: Path) -> None:
     plain = tmp_path / "logs" / "plain"
     assert _versions(plain) == ["version_0"]
     assert test_tube.read(plain / "version_0").column("global_rank").to_pylist() == [0]
+
+
+def test_a_local_rank_above_0_is_never_global_rank_0(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SLURM_PROCID=0 inherited from an `srun --pty` shell and LOCAL_RANK=1 from Lightning's launcher: rank 1."""
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    exp = Experiment(save_dir=tmp_path, name="r", record_git=False)
+    exp.close()
+    assert exp.rank == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_debug_mode_ignores_a_malformed_rank_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """debug=True writes nothing whatever the rank, so a bad RANK cannot stop a debugging run."""
+    monkeypatch.setenv("RANK", "zero")
+    exp = Experiment(save_dir=tmp_path, name="r", debug=True)
+    exp.log({"a": 1})
+    exp.close()
+    assert list(tmp_path.iterdir()) == []

@@ -401,3 +401,103 @@ def test_random_loops_of_every_variant_read_back_equal(calls: list[tuple[dict[st
                 assert data[name][i] == _plain(value), (i, name, data[name][i], value)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- found in review ---------------------------------------------------------------------
+
+
+def test_a_nested_mapping_that_is_not_a_dict_never_teaches_a_wrong_shape(tmp_path: Path) -> None:
+    """A MappingProxy is flattened like a dict; rows after it keep the column rule and lose nothing."""
+    from types import MappingProxyType
+
+    exp = _open(tmp_path)
+    exp.log({"a": MappingProxyType({"x": 1.0})})
+    exp.log({"a": 2.0})
+    with pytest.raises(TypeError, match="'a'"):
+        exp.log({"a": "text"})  # 'a' holds floats
+    exp.log({"a": 3.0})
+    exp.log({"m": MappingProxyType({"x": 1, "y": 2.0}), "e": 0.5})
+    exp.log({"m": 5, "e": 0.5})
+    rows = _closed_table(exp).to_pylist()
+    assert [r["a/x"] for r in rows] == [1.0, None, None, None, None]
+    assert [r["a"] for r in rows] == [None, 2.0, 3.0, None, None]
+    assert [(r["m/x"], r["m/y"], r["m"], r["e"]) for r in rows[3:]] == [(1, 2.0, None, 0.5), (None, None, 5, 0.5)]
+
+
+def test_an_int_beyond_2_53_in_a_float_column_is_stored_as_float(tmp_path: Path) -> None:
+    """ints widen to floats even when too large to convert exactly: save() returns and the float is stored."""
+    exp = _open(tmp_path)
+    exp.log({"a": 1.5, "note": "x"})
+    exp.log({"a": 2**60, "note": "y"})
+    exp.save()
+    assert _closed_table(exp).column("a").to_pylist() == [1.5, float(2**60)]
+
+
+def test_an_automatic_step_beyond_64_bits_raises_naming_step(tmp_path: Path) -> None:
+    """After step=2**63-1, an automatic step would overflow: ValueError naming step, on both paths."""
+    exp = _open(tmp_path)
+    exp.log({"loss": 1.0})
+    exp.log({"loss": 1.0}, step=2**63 - 1)
+    with pytest.raises(ValueError, match="step"):
+        exp.log({"loss": 2.0})  # a known layout: the fast path
+    with pytest.raises(ValueError, match="step"):
+        exp.log({"other": "x"})  # the general path
+    exp.log({"loss": 3.0}, step=10)
+    exp.log({"loss": 4.0})
+    table = _closed_table(exp)
+    assert table.column("step").to_pylist() == [0, 2**63 - 1, 10, 11]
+    assert table.column("loss").to_pylist() == [1.0, 1.0, 3.0, 4.0]
+
+
+class BrokenDeviceTensor(DeviceTensor):
+    """A device tensor whose read fails on the writer (a device error)."""
+
+    def clone(self) -> BrokenDeviceTensor:
+        return BrokenDeviceTensor(self.value)
+
+    def item(self) -> float:
+        raise RuntimeError("device-side assert triggered")
+
+
+def test_a_device_tensor_that_cannot_be_read_costs_only_its_value(tmp_path: Path) -> None:
+    """The failed value is stored as null, the error reaches save(), and the rest of the batch is kept."""
+    exp = _open(tmp_path)
+    exp.log({"loss": DeviceTensor(1.0), "i": 0})
+    exp.log({"loss": BrokenDeviceTensor(2.0), "i": 1})
+    exp.log({"loss": DeviceTensor(3.0), "i": 2})
+    with pytest.raises(test_tube.WriterError, match="device-side assert"):
+        exp.save()
+    exp.log({"loss": 4.0, "i": 3})
+    table = _closed_table(exp)
+    assert table.column("i").to_pylist() == [0, 1, 2, 3]
+    assert table.column("loss").to_pylist() == [1.0, None, 3.0, 4.0]
+
+
+def test_close_racing_new_layouts_never_reopens_the_fast_path(tmp_path: Path) -> None:
+    """While a thread logs new layouts, close(): every row log() accepted is on disk, and later rows raise."""
+    import threading
+
+    for trial in range(12):
+        exp = Experiment(save_dir=tmp_path, name=f"race{trial}", record_git=False)
+        started = threading.Event()
+        accepted = []
+
+        def worker(exp: Experiment = exp, started: threading.Event = started, accepted: list[int] = accepted) -> None:
+            for i in range(100_000):
+                try:
+                    exp.log({f"k{i % 200}": 1.0})  # new layouts: each one is taught to the fast path
+                except test_tube.ExperimentClosedError:
+                    return
+                accepted.append(i)
+                if i == 50:
+                    started.set()
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        assert started.wait(30)
+        exp.close()
+        thread.join(30)
+        assert not thread.is_alive()
+        with pytest.raises(test_tube.ExperimentClosedError):
+            exp.log({"k0": 1.0})
+        assert test_tube.read(exp.log_dir).num_rows == len(accepted)

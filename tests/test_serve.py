@@ -378,3 +378,29 @@ def test_the_page_files_are_in_the_package() -> None:
                  "uplot/LICENSE"):
         assert (static / name).is_file(), name
     assert "MIT" in (static / "uplot" / "LICENSE").read_text()
+
+
+def test_a_run_whose_files_link_out_of_the_save_dir_is_left_out(tmp_path: Path) -> None:
+    """meta_tags.csv or meta.experiment linking to a file outside SAVE_DIR: the run is not listed and not served."""
+    save_dir = tmp_path / "logs"
+    for name in ("tags", "meta"):
+        with test_tube.Experiment(name=name, save_dir=save_dir, record_git=False) as exp:
+            exp.log({"loss": 1.0})
+    (tmp_path / "secret.csv").write_text("key,value\npassword,hunter2\n")
+    (tmp_path / "secret.json").write_text('{"api_key": "hunter2"}')
+    tags = save_dir / "tags" / "version_0" / "meta_tags.csv"
+    tags.unlink()
+    tags.symlink_to(tmp_path / "secret.csv")
+    meta = save_dir / "meta" / "version_0" / "meta.experiment"
+    meta.unlink()
+    meta.symlink_to(tmp_path / "secret.json")
+    running = Running(save_dir)
+    try:
+        status, _, body = get(running.url + "api/runs")
+        assert status == 200 and b"hunter2" not in body
+        assert get_json(running.url + "api/runs")["runs"] == []
+        for name in ("tags", "meta"):
+            status, _, body = get(running.url + "api/run?" + q(name=name, version=0))
+            assert status == 404 and b"hunter2" not in body
+    finally:
+        running.stop()

@@ -113,12 +113,14 @@ class Experiment:
         jpeg_quality: int = 90,
         record_git: bool = True,
     ) -> None:
+        _check_positional(debug=debug, autosave=autosave, create_git_tag=create_git_tag, description=description)
         _check_options(name, version, rank, flush_interval, formats, max_queue_rows, max_queue_bytes, exit_timeout,
                        image_workers, jpeg_quality)
         self.name = name
         self.save_dir = os.path.abspath(os.fspath(save_dir) if save_dir is not None else DEFAULT_SAVE_DIR)
         self.debug = bool(debug)
-        self.rank = _rank.detect_rank() if rank is None else int(rank)
+        # debug mode writes nothing whatever the rank, so a bad RANK variable cannot stop it
+        self.rank = int(rank) if rank is not None else 0 if debug else _rank.detect_rank()
         self.per_rank = bool(per_rank)
         # Nothing to write: debug mode, or a rank other than 0 in multi-process training.
         self._inert = self.debug or (self.rank > 0 and not self.per_rank)
@@ -308,17 +310,18 @@ class Experiment:
             for pos, key, image in images:
                 values[pos] = self._media_name(key, image.ext, step)
             self._queued_bytes += text_bytes + image_bytes
+            key_names = tuple(names)
+            queued: dict[Any, Any] = dict(zip(names, values))
+            queued[STEP] = step
+            queued[TIME] = now
+            queued[SEQ] = seq
+            if items:
+                queued[SHAPE] = shape_code(key_names, tuple(items))
+                self._writer.deferred_seen = True
+            # Under the lock that close() takes: the row is ahead of the final barrier, or refused.
+            self._queue.append(queued)
         for pos, _, image in images:
             self._media.submit(values[pos], image)
-        key_names = tuple(names)
-        queued: dict[Any, Any] = dict(zip(names, values))
-        queued[STEP] = step
-        queued[TIME] = now
-        queued[SEQ] = seq
-        if items:
-            queued[SHAPE] = shape_code(key_names, tuple(items))
-            self._writer.deferred_seen = True
-        self._queue.append(queued)
         if key_names and type(metrics) is dict and not images:
             self._teach_fast_path(metrics, row, values)
 
@@ -327,7 +330,7 @@ class Experiment:
 
         ``row`` is ``metrics`` flattened, ``snapshots`` what was queued for its values.
         """
-        shape = shape_of(metrics, list(row.values()), snapshots)
+        shape = shape_of(metrics, row, snapshots)
         if shape is None:
             return
         with self._lock:
@@ -444,8 +447,7 @@ class Experiment:
         if self._inert or self._closed or self._pid != os.getpid():
             self._closed = True
             return
-        self._closed = True
-        self._fast.open = False
+        self._stop_taking_rows()
         barrier = self._writer.flush(timeout, final=True)
         if not barrier.done.is_set():
             # Not released: the final flush at exit tries again for what is left.
@@ -462,12 +464,26 @@ class Experiment:
         finally:
             self._release("finished" if reason == "close" else "failed", reason, quiet=raising)
 
+    def _stop_taking_rows(self) -> None:
+        """Refuse every row from now on, under the lock the slow path queues and teaches under.
+
+        So a row on the slow path is queued ahead of the final barrier or
+        refused, and teaching the fast path a new shape cannot open it again.
+        The wait is bounded: at exit a frozen daemon thread might hold the lock.
+        """
+        locked = self._lock.acquire(timeout=5.0)
+        try:
+            self._closed = True
+            self._fast.open = False
+        finally:
+            if locked:
+                self._lock.release()
+
     def _final_close(self, timeout: float | None) -> tuple[int, str]:
         """The flush at interpreter exit: the rows it could not write, and why."""
         if self._released:
             return 0, ""
-        self._closed = True
-        self._fast.open = False
+        self._stop_taking_rows()
         limit = self._exit_timeout if timeout is None else timeout
         barrier = self._writer.flush(limit, final=True)
         if not barrier.done.is_set():
@@ -563,7 +579,8 @@ class Experiment:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc_type is not None:
+        # sys.exit(0) inside the block (a job that checkpointed and asked to be requeued) ends it normally.
+        if exc_type is not None and not (isinstance(exc, SystemExit) and exc.code in (None, 0)):
             self._failed = True
         self.close()
 
@@ -640,6 +657,26 @@ def _is_array_like(value: Any) -> bool:
 
 def _utc_text() -> str:
     return str(datetime.now(timezone.utc).replace(tzinfo=None))
+
+
+def _check_positional(*, description: Any, **flags: Any) -> None:
+    """Refuse values that show arguments given in another version's positional order.
+
+    test-tube releases put ``debug``, ``version``, ``autosave`` and
+    ``description`` in different orders; a number or text where a flag goes,
+    or a flag where the description goes, is an argument in the wrong place,
+    never to be taken silently.
+    """
+    for flag, value in flags.items():
+        if not (isinstance(value, (bool, np.bool_)) or (type(value) is int and value in (0, 1))):
+            raise TypeError(
+                f"Experiment({flag}=...) must be a bool, got {value!r}: an argument in another position? "
+                f"Positional arguments follow test-tube 0.7.5 (save_dir, name, debug, version, autosave, "
+                f"description, create_git_tag, rank); pass them by keyword"
+            )
+    if description is not None and not isinstance(description, str):
+        raise TypeError(f"Experiment(description=...) must be a str or None, got {description!r}: "
+                        f"an argument in another position? Pass it by keyword")
 
 
 def _check_options(

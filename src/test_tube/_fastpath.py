@@ -39,7 +39,7 @@ import struct
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ._errors import LogValueError
 from ._rows import BOOL, FLOAT, INT, INT64_MAX, INT64_MIN
 
 #: How each kind of packed value is stored: struct code, numpy type, column type.
@@ -92,10 +93,18 @@ class Steps:
         self.offset = [0]  # a cell, so the compiled function sees every change
 
     def take(self, step: int | None) -> tuple[int, int]:
-        """(sequence number, step) of the next row; ``step`` is the explicit one, if any."""
+        """(sequence number, step) of the next row; ``step`` is the explicit one, if any.
+
+        Raises ``LogValueError`` when the automatic step would not fit in 64
+        bits (after an explicit step near the top of the range).
+        """
         seq = self.next_seq()
         if step is None:
-            return seq, seq + self.offset[0]
+            step = seq + self.offset[0]
+            if step > INT64_MAX:
+                raise LogValueError(
+                    f"log(): the automatic step would be {step}, beyond a 64-bit integer; pass step=", key="step")
+            return seq, step
         self.offset[0] = step - seq
         return seq, step
 
@@ -117,15 +126,16 @@ class Kind:
         return self.raw not in SCALARS
 
 
-def shape_of(row: dict[str, Any], leaves: list[Any], snapshots: list[Any]) -> tuple[Paths, tuple[Kind, ...]] | None:
+def shape_of(row: dict[str, Any], flat: dict[str, Any], snapshots: list[Any]) -> tuple[Paths, tuple[Kind, ...]] | None:
     """The fast-path shape of a row the slow path accepted, or None if the fast path cannot take it.
 
-    ``leaves`` are the row's values in flattening order, ``snapshots`` what the
-    slow path queued for them.
+    ``flat`` is the row flattened (column name to logged value), ``snapshots``
+    what the slow path queued for those values.
     """
-    kinds = [kind_of(raw, snapshot) for raw, snapshot in zip(leaves, snapshots)]
+    kinds = [kind_of(raw, snapshot) for raw, snapshot in zip(flat.values(), snapshots)]
     paths = paths_of(row)
-    if paths is None or len(paths) != len(kinds):
+    # The shape's names must be exactly the columns the slow path just typed, in order.
+    if paths is None or tuple(map("/".join, paths)) != tuple(flat):
         return None
     known = [kind for kind in kinds if kind is not None]
     return (paths, tuple(known)) if len(known) == len(kinds) else None
@@ -153,7 +163,7 @@ def _is_cpu_tensor(value: Any) -> bool:
 def paths_of(row: dict[str, Any]) -> Paths | None:
     """The key paths of a row's leaves in flattening order, or None if the fast path cannot take them.
 
-    Only plain, non-empty dicts are walked: another mapping, or an empty dict
+    Only plain, non-empty dicts are walked: any other mapping, or an empty dict
     (which flattens to nothing), leaves the row to the slow path.
     """
     paths: list[tuple[str, ...]] = []
@@ -163,7 +173,7 @@ def paths_of(row: dict[str, Any]) -> Paths | None:
             if not inner:
                 return None
             paths += [(key, *path) for path in inner]
-        elif isinstance(value, dict):
+        elif isinstance(value, Mapping):  # flattened by the slow path, but not a dict the fast path loads
             return None
         else:
             paths.append((key,))
@@ -218,7 +228,7 @@ class FastPath:
             "__builtins__": {}, "dict": dict, "type": type, "len": len, "KeyError": KeyError,
             "is_open": self._open, "next_seq": steps.next_seq, "offset": steps.offset,
             "time_ns": time.time_ns, "max_rows": max_rows, "slow": slow,
-            "float": float, "int": int, "bool": bool,
+            "float": float, "int": int, "bool": bool, "struct_error": struct.error,
         }
         self._type_names: dict[type, str] = {}
         self.log: Callable[..., None] = self._compile()
@@ -279,8 +289,12 @@ class FastPath:
                             if type(v0) is T0 and type(v1) is T1 and len(queue_0) < max_rows:
                                 if step is None:
                                     s = next_seq()
-                                    append_0(pack_0(s, s + offset[0], time_ns(), v0, v1))
-                                    return
+                                    try:
+                                        append_0(pack_0(s, s + offset[0], time_ns(), v0, v1))
+                                    except struct_error:
+                                        pass
+                                    else:
+                                        return
                                 if type(step) is int and -2**63 <= step <= 2**63 - 1:
                                     s = next_seq()
                                     offset[0] = step - s
@@ -345,8 +359,12 @@ class FastPath:
         store = [
             "if step is None:",
             "    s = next_seq()",
-            f"    append_{i}(pack_{i}(s, s + offset[0], time_ns(), {values}))",
-            "    return",
+            "    try:",  # costs nothing unless raised
+            f"        append_{i}(pack_{i}(s, s + offset[0], time_ns(), {values}))",
+            "    except struct_error:",  # the step went past 64 bits: the slow path says so
+            "        pass",
+            "    else:",
+            "        return",
             f"if type(step) is int and {INT64_MIN} <= step <= {INT64_MAX}:",
             "    s = next_seq()",
             "    offset[0] = step - s",

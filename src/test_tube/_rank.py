@@ -9,7 +9,9 @@ Read in one place, in this order:
 2. The environment variables launchers set before any process group exists:
    ``RANK`` (torchrun, Lightning's SLURM and torchelastic environments), then
    ``SLURM_PROCID`` (``srun``), then ``LOCAL_RANK`` (Lightning's own DDP
-   launcher; the local rank is the global one on a single node).
+   launcher; the local rank is the global one on a single node).  A local
+   rank above 0 wins over a global rank of 0 read before it: such a process
+   is never global rank 0 (an inherited ``SLURM_PROCID=0``).
 3. Otherwise 0: a plain single-process run.
 
 An explicit ``Experiment(rank=...)`` bypasses all of this.
@@ -38,11 +40,19 @@ def detect_rank() -> int:
     dist = initialised_distributed()
     if dist is not None:
         return int(dist.get_rank())
+    rank = 0
     for variable in ENV_VARIABLES:
         text = os.environ.get(variable)
         if text is not None:
-            return parse_rank(variable, text)
-    return 0
+            rank = parse_rank(variable, text)
+            break
+    local = os.environ.get("LOCAL_RANK")
+    if rank == 0 and local is not None:
+        # A process with a local rank above 0 is never global rank 0.  Lightning's
+        # launcher sets only LOCAL_RANK, and its children may inherit SLURM_PROCID=0
+        # from an interactive `srun --pty` shell.
+        rank = parse_rank("LOCAL_RANK", local)
+    return rank
 
 
 def parse_rank(variable: str, text: str) -> int:

@@ -230,9 +230,21 @@ class App:
         inside = []
         for name, version, log_dir in found:
             real = os.path.realpath(log_dir)
-            if _inside(real, self.root):
+            if _inside(real, self.root) and self._files_inside(real):
                 inside.append((name, version, real))
         return inside
+
+    def _files_inside(self, log_dir: str) -> bool:
+        """Whether every file the server may read in a run folder resolves inside SAVE_DIR.
+
+        A run file that is a symbolic link out of SAVE_DIR (``meta_tags.csv`` ->
+        someone's secrets on a shared disk) leaves the whole run out.
+        """
+        for file in _RUN_FILES:
+            path = os.path.join(log_dir, file)
+            if os.path.islink(path) and not _inside(os.path.realpath(path), self.root):
+                return False
+        return True
 
     def _run(self, query: Mapping[str, list[str]]) -> tuple[str, int, str]:
         """The run a request names, by name and version, looked up among the runs inside SAVE_DIR."""

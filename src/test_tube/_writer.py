@@ -36,7 +36,7 @@ from ._errors import WriterError
 from ._fastpath import FastPath, PackedShape
 from ._media import MediaEncoder
 from ._priority import lower_this_thread
-from ._rows import SEQ, SHAPE, SHAPES, STEP, TIME
+from ._rows import FLOAT, SEQ, SHAPE, SHAPES, STEP, TIME
 from ._sinks import Sink, conform
 
 #: Rows (or bytes) after which a batch is journaled without waiting for the next flush.
@@ -255,7 +255,14 @@ class Writer:
         packed = list(self.fast.drain())
         self.drained.set()
         if items or packed:
-            table = self._convert(items, packed)
+            try:
+                table = self._convert(items, packed)
+            except BaseException as exc:
+                # Whoever waits on these barriers hears of it now, instead of waiting forever.
+                for barrier in barriers:
+                    barrier.error = exc
+                    barrier.done.set()
+                raise
             self._pending.append(table)
             self._pending_rows += table.num_rows
             self._pending_bytes += table.nbytes
@@ -284,14 +291,32 @@ class Writer:
         """
         columns = list(self.columns.items())
         if self.deferred_seen:
-            rows = [_read_items(row) if SHAPE in row else row for row in rows]
+            rows = [self._read_items(row) if SHAPE in row else row for row in rows]
         arrays = [
             pa.array(list(map(_SEQ, rows)), pa.int64()),
             pa.array(list(map(_STEP, rows)), pa.int64()),
             _timestamps(list(map(_TIME, rows))),
-            *(pa.array(list(map(dict.get, rows, repeat(name))), typ) for name, typ in columns),
+            *(_column(list(map(dict.get, rows, repeat(name))), typ) for name, typ in columns),
         ]
         return pa.Table.from_arrays(arrays, names=["seq", "step", "created_at", *(name for name, _ in columns)])
+
+    def _read_items(self, row: dict[Any, Any]) -> dict[Any, Any]:
+        """Read tensors now, on the writer thread, so log() never waited for a device.
+
+        A tensor whose ``.item()`` fails (a device error) is stored as null and
+        the error is handed to the next call; the rest of the batch is kept.
+        """
+        shape = SHAPES[row[SHAPE]]
+        row = dict(row)
+        for pos in shape.items:
+            name = shape.names[pos]
+            try:
+                row[name] = row[name].item()
+            except Exception as exc:
+                row[name] = None
+                self._fail(ValueError(f"{name!r} at step {row[STEP]}: .item() of the logged tensor failed "
+                                      f"({type(exc).__name__}: {exc}); stored as null"))
+        return row
 
     def _write_journal(self, *, sync: bool) -> None:
         if self._pending:
@@ -393,14 +418,19 @@ def _in_logging_order(parts: list[pa.Table]) -> pa.Table:
     return table.take(np.argsort(np.concatenate([seqs[i] for i in order]), kind="stable"))
 
 
-def _read_items(row: dict[Any, Any]) -> dict[Any, Any]:
-    """Read tensors now, on the writer thread, so log() never waited for a device."""
-    shape = SHAPES[row[SHAPE]]
-    row = dict(row)
-    for pos in shape.items:
-        name = shape.names[pos]
-        row[name] = row[name].item()
-    return row
+def _column(values: list[Any], typ: pa.DataType) -> pa.Array:
+    """One column of slow-path values as ``typ``.
+
+    pyarrow refuses an int beyond 2**53 in a float column (it would round);
+    the column rule lets ints widen to floats, so those are rounded the way
+    Python's ``float()`` rounds them.
+    """
+    try:
+        return pa.array(values, typ)
+    except (pa.ArrowInvalid, OverflowError):
+        if typ != FLOAT:
+            raise
+        return pa.array([None if v is None else float(v) for v in values], typ)
 
 
 def _timestamps(times: Sequence[int] | np.ndarray) -> pa.Array:
