@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
 
     show = command("show", "Show one run: metadata, git snapshot, tags, row count, last rows, media.",
                    "test-tube show test_tube_logs/mnist/version_3 --rows 10")
-    show.add_argument("log_dir", metavar="LOG_DIR", help="a run's folder (<save_dir>/<name>/version_<N>)")
+    show.add_argument("log_dir", metavar="LOG_DIR", help="a run's folder (<save_dir>/<name>/version_<N>, or .../version_<N>/rank_<r> for per_rank=True)")
     show.add_argument("--rows", type=_non_negative, default=5, metavar="N", help="last rows to print (default 5)")
     show.set_defaults(func=cmd_show)
 
