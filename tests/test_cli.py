@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from test_tube import _plot, _table
-from test_runs import build_save_dir, snapshot
+from test_runs import build_per_rank, build_save_dir, snapshot
 
 CLI = [sys.executable, "-m", "test_tube._cli"]
 TIMEOUT = 120
@@ -373,3 +373,64 @@ def test_cli_runs_with_the_module_entry_point() -> None:
     """`python -m test_tube._cli` works without the console script (a fresh install)."""
     assert os.path.exists(Path(__import__("test_tube._cli").__file__).parent / "_cli.py")
     assert "ls" in tt("--help").stdout
+
+
+# -- per-rank runs -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def per_rank_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ddp/version_3/rank_0 and rank_1 (3 and 5 rows) and plain/version_0."""
+    return build_per_rank(tmp_path_factory.mktemp("cli_per_rank") / "logs")
+
+
+def test_ls_shows_one_line_per_rank_with_a_rank_column(per_rank_dir: Path) -> None:
+    """ls: the rank column right after version, one line per rank, blank rank for an ordinary run."""
+    lines = tt("ls", per_rank_dir).stdout.splitlines()
+    assert lines[0].split()[:6] == ["name", "version", "rank", "status", "rows", "last_step"]
+    assert [line.split()[:5] for line in lines[1:3]] == [["ddp", "3", "0", "finished", "3"],
+                                                         ["ddp", "3", "1", "finished", "5"]]
+    plain = lines[3].split()
+    assert plain[:2] == ["plain", "0"] and plain[2] != "0" and "finished" in plain
+    json_rows = json.loads(tt("ls", per_rank_dir, "--json").stdout)
+    assert [(r["name"], r["rank"]) for r in json_rows] == [("ddp", 0), ("ddp", 1), ("plain", None)]
+    where = tt("ls", per_rank_dir, "--where", "rank=1", "--csv").stdout
+    assert [row["log_dir"] for row in csv.DictReader(io.StringIO(where))] == [
+        str(per_rank_dir / "ddp" / "version_3" / "rank_1")]
+
+
+def test_ls_of_ordinary_runs_has_no_rank_column(save_dir: Path) -> None:
+    """Without per-rank runs the table is as it always was."""
+    assert "rank" not in tt("ls", save_dir).stdout.splitlines()[0].split()
+    assert "rank" not in tt("ls", save_dir, "--csv").stdout.splitlines()[0].split(",")
+
+
+def test_show_and_tail_take_a_rank_folder(per_rank_dir: Path) -> None:
+    """A rank folder is a run folder: show names the rank, tail prints its rows."""
+    rank1 = per_rank_dir / "ddp" / "version_3" / "rank_1"
+    out = tt("show", rank1).stdout
+    assert "run         ddp/version_3/rank_1" in out and "status      finished" in out
+    assert "rows        5 (steps 0..4)" in out and "media       1 file in media/" in out
+    proc = tt("tail", rank1, "--rows", "2")
+    assert [line.split()[0] for line in proc.stdout.splitlines()] == ["step", "3", "4"]
+
+
+def test_show_of_a_per_rank_version_folder_names_a_rank_folder(per_rank_dir: Path) -> None:
+    """The version folder of per-rank runs is not one run: the error says which folder to give."""
+    line = one_line_error(tt("show", per_rank_dir / "ddp" / "version_3", check=False))
+    assert "one run per rank" in line and str(per_rank_dir / "ddp" / "version_3" / "rank_0") in line
+
+
+def test_plot_labels_each_rank(per_rank_dir: Path, tmp_path: Path) -> None:
+    """plot of a rank folder, of a per-rank version folder and of a save_dir draws one line per rank."""
+    out = tmp_path / "loss.svg"
+    proc = tt("plot", per_rank_dir / "ddp" / "version_3" / "rank_1", "--metric", "loss", "--smooth", "0", "-o", out)
+    assert "1 run" in proc.stdout and "v3 r1" in out.read_text()
+    proc = tt("plot", per_rank_dir / "ddp" / "version_3", "--metric", "loss", "-o", out)
+    assert "2 runs" in proc.stdout
+    text = out.read_text()
+    assert "v3 r0" in text and "v3 r1" in text
+    proc = tt("plot", per_rank_dir, "--metric", "loss", "-o", out)
+    assert "3 runs" in proc.stdout
+    text = out.read_text()
+    assert "ddp/v3 r0" in text and "ddp/v3 r1" in text and "plain/v0" in text

@@ -446,3 +446,80 @@ def test_benchmark_script_runs_on_a_tiny_fixture(tmp_path: Path) -> None:
                            "--dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "runs() over 6 finished runs x 1200 rows: median" in proc.stdout
+
+
+# -- per-rank runs (Experiment(per_rank=True)) ------------------------------------------
+
+
+def build_per_rank(save_dir: Path) -> Path:
+    """ddp/version_3/rank_0 and rank_1 (rank r logs 3 + r rows, loss = 10 * (r + 1) + step, an image on
+    rank 1), next to an ordinary run plain/version_0."""
+    for r in (0, 1):
+        with test_tube.Experiment(save_dir=save_dir, name="ddp", version=3, rank=r, per_rank=True,
+                                  record_git=False) as exp:
+            exp.tag({"lr": 0.1, "worker": r})
+            for step in range(3 + r):
+                exp.log({"loss": 10.0 * (r + 1) + step, "acc": step / 10})
+            if r == 1:
+                exp.log({"sample_png": np.full((4, 4), 200, np.uint8)})
+            exp.save()
+    with test_tube.Experiment(save_dir=save_dir, name="plain", record_git=False) as exp:
+        exp.log({"loss": 0.5})
+    return save_dir
+
+
+@pytest.fixture(scope="module")
+def per_rank_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_per_rank(tmp_path_factory.mktemp("per_rank") / "logs")
+
+
+def test_a_per_rank_version_is_one_row_per_rank(per_rank_dir: Path) -> None:
+    """version_3 of a per_rank experiment gives two rows, ranks 0 and 1, each with its own folder, rows and metrics."""
+    table = runs(per_rank_dir)
+    assert table.column_names[:4] == ["name", "version", "rank", "log_dir"]
+    assert table.schema.field("rank").type == pa.int64()
+    rows = table.to_pylist()
+    assert [(r["name"], r["version"], r["rank"]) for r in rows] == [("ddp", 3, 0), ("ddp", 3, 1), ("plain", 0, None)]
+    rank0, rank1, plain = rows
+    assert rank0["log_dir"] == str(per_rank_dir / "ddp" / "version_3" / "rank_0")
+    assert rank1["log_dir"] == str(per_rank_dir / "ddp" / "version_3" / "rank_1")
+    assert rank0["status"] == rank1["status"] == "finished"
+    assert (rank0["rows"], rank1["rows"]) == (3, 5)  # rank 1: four rows and the image's
+    assert (rank0["loss.last"], rank0["loss.min"], rank0["loss.max"]) == (12.0, 10.0, 12.0)
+    assert (rank1["loss.last"], rank1["loss.min"], rank1["loss.max"]) == (23.0, 20.0, 23.0)
+    assert (rank0["worker"], rank1["worker"], plain["worker"]) == (0, 1, None)
+    assert plain["log_dir"] == str(per_rank_dir / "plain" / "version_0") and plain["loss.last"] == 0.5
+
+
+def test_name_and_experiment_folder_list_the_ranks_too(per_rank_dir: Path) -> None:
+    """runs(save_dir, name) and runs(experiment folder) look inside rank folders like runs(save_dir)."""
+    for table in (runs(per_rank_dir, "ddp"), runs(per_rank_dir / "ddp")):
+        assert table.column("rank").to_pylist() == [0, 1]
+        assert table.column("rows").to_pylist() == [3, 5]
+
+
+def test_tables_without_per_rank_runs_have_no_rank_column(per_rank_dir: Path, table: pa.Table) -> None:
+    """Ordinary runs keep the columns they always had: rank appears only when some run has one."""
+    assert "rank" not in table.column_names
+    plain = runs(per_rank_dir, "plain")
+    assert tuple(plain.column_names[:8]) == _runs.BUILTIN_COLUMNS and "rank" not in plain.column_names
+
+
+def test_a_version_with_its_own_run_files_is_not_split_by_rank(tmp_path: Path) -> None:
+    """A version folder that is a run itself stays one row, whatever folders it holds; rank_01 is no rank."""
+    with test_tube.Experiment(save_dir=tmp_path, name="x", version=0, record_git=False) as exp:
+        exp.log({"a": 1})
+    (tmp_path / "x" / "version_0" / "rank_0").mkdir()
+    with test_tube.Experiment(save_dir=tmp_path, name="y", version=0, rank=0, per_rank=True, record_git=False):
+        pass
+    (tmp_path / "y" / "version_0" / "rank_01").mkdir()
+    (tmp_path / "y" / "version_0" / "rank_1_backup").mkdir()
+    table = runs(tmp_path)
+    assert [(r["name"], r["version"], r["rank"], r["rows"]) for r in table.to_pylist()] == [
+        ("x", 0, None, 1), ("y", 0, 0, 0)]
+
+
+def test_summarise_reads_name_version_and_rank_from_a_rank_folder(per_rank_dir: Path) -> None:
+    """A rank folder summarised on its own knows its experiment, version and rank from the path."""
+    summary = _runs.summarise(str(per_rank_dir / "ddp" / "version_3" / "rank_1"))
+    assert (summary.name, summary.version, summary.rank, summary.rows) == ("ddp", 3, 1, 5)

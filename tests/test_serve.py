@@ -20,6 +20,7 @@ import pytest
 
 import test_tube
 from test_tube._serve import Server
+from test_runs import build_per_rank
 
 TIMEOUT = 30
 SPIKE_STEP = 12_345
@@ -404,3 +405,79 @@ def test_a_run_whose_files_link_out_of_the_save_dir_is_left_out(tmp_path: Path) 
             assert status == 404 and b"hunter2" not in body
     finally:
         running.stop()
+
+
+# -- per-rank runs -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def per_rank_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """Serves ddp/version_3/rank_0 and rank_1 (3 and 5 rows, an image on rank 1) and plain/version_0."""
+    running = Running(build_per_rank(tmp_path_factory.mktemp("serve_per_rank") / "logs"))
+    yield running
+    running.stop()
+
+
+def test_runs_lists_each_rank_of_a_per_rank_version(per_rank_server: Running) -> None:
+    """/api/runs: one entry per rank, id name/version_N/rank_r, rank null for an ordinary run."""
+    runs = get_json(per_rank_server.url + "api/runs")["runs"]
+    assert [(r["id"], r["rank"]) for r in runs] == [
+        ("ddp/version_3/rank_0", 0), ("ddp/version_3/rank_1", 1), ("plain/version_0", None)]
+    assert [r["rows"] for r in runs] == [3, 5, 1]
+    assert runs[1]["metrics"]["loss"] == [23.0, 20.0, 23.0] and runs[1]["tags"]["worker"] == 1
+
+
+def test_run_series_and_media_take_a_rank(per_rank_server: Running) -> None:
+    """rank=1 names rank 1's folder in /api/run, /api/series and /media."""
+    url = per_rank_server.url
+    run = get_json(url + "api/run?" + q(name="ddp", version=3, rank=1))
+    assert run["id"] == "ddp/version_3/rank_1" and run["rank"] == 1 and run["rows"] == 5
+    assert run["media"] == {"sample": [[4, "sample_4.png"]]}
+    series = get_json(url + "api/series?" + q(name="ddp", version=3, rank=1, metric="loss"))
+    assert series["id"] == "ddp/version_3/rank_1"
+    assert series["xs"] == [0, 1, 2, 3] and series["ys"] == [20.0, 21.0, 22.0, 23.0]
+    assert get_json(url + "api/series?" + q(name="ddp", version=3, rank=0, metric="loss"))["ys"] == [10.0, 11.0, 12.0]
+    status, kind, _ = get(url + "media?" + q(name="ddp", version=3, rank=1, file="sample_4.png"))
+    assert status == 200 and kind == "image/png"
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"name": "ddp", "version": 3, "rank": 2}, "no run ddp/version_3/rank_2"),
+    ({"name": "ddp", "version": 3, "rank": "x"}, "no run ddp/version_3/rank_x"),
+    ({"name": "ddp", "version": 3, "rank": ""}, "no run ddp/version_3/rank_"),
+    ({"name": "ddp", "version": 3, "rank": "²"}, "no run ddp/version_3/rank_²"),
+    ({"name": "ddp", "version": 3, "rank": "../../plain/version_0"}, "no run ddp/version_3/rank_../"),
+    ({"name": "ddp", "version": 3}, "holds one run per rank; add rank= (one of 0, 1)"),
+    ({"name": "plain", "version": 0, "rank": 0}, "no run plain/version_0/rank_0"),
+])
+def test_a_bad_rank_is_404(per_rank_server: Running, params: dict[str, Any], message: str) -> None:
+    """A rank that find_runs did not list, or no rank for a per-rank version: a JSON 404 naming the run."""
+    for endpoint in ("api/run", "api/series"):
+        data = get_json(per_rank_server.url + endpoint + "?" + q(metric="loss", **params), status=404)
+        assert message in data["error"]
+    status, _, _ = get(per_rank_server.url + "media?" + q(file="sample_4.png", **params))
+    assert status == 404
+
+
+def test_a_rank_folder_linking_out_of_the_save_dir_is_not_served(tmp_path: Path) -> None:
+    """A rank_<r> symlink to a run outside SAVE_DIR is neither listed nor served, like a version link."""
+    outside = build_outside_run(tmp_path / "elsewhere")
+    save_dir = tmp_path / "logs"
+    with test_tube.Experiment(save_dir=save_dir, name="ddp", version=0, rank=0, per_rank=True,
+                              record_git=False) as exp:
+        exp.log({"loss": 1.0})
+    (save_dir / "ddp" / "version_0" / "rank_1").symlink_to(outside, target_is_directory=True)
+    running = Running(save_dir)
+    try:
+        assert [r["id"] for r in get_json(running.url + "api/runs")["runs"]] == ["ddp/version_0/rank_0"]
+        status, _, body = get(running.url + "api/series?" + q(name="ddp", version=0, rank=1, metric="loss"))
+        assert status == 404 and b"42" not in body
+    finally:
+        running.stop()
+
+
+def test_ordinary_runs_in_the_api_have_a_null_rank(server: Running) -> None:
+    """Ordinary runs keep their ids; rank is null, and rank= is not needed."""
+    runs = get_json(server.url + "api/runs")["runs"]
+    assert all(r["rank"] is None and "rank_" not in r["id"] for r in runs)
+    assert get_json(server.url + "api/run?" + q(name="mnist", version=0))["rank"] is None

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from test_runs import build_per_rank
 from test_serve import Running, build_three_runs
 
 CHROMIUM = "/usr/bin/chromium"
@@ -120,3 +121,40 @@ def test_a_missing_run_in_the_page_shows_a_message_not_a_traceback(server: Runni
     text = browser.find_element(By.TAG_NAME, "body").text
     assert "no run mnist/version_9" in text and "Traceback" not in text
 
+
+
+@pytest.fixture(scope="module")
+def per_rank_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    running = Running(build_per_rank(tmp_path_factory.mktemp("browser_per_rank") / "logs"))
+    yield running
+    running.stop()
+
+
+def test_page_shows_and_charts_each_rank_of_a_per_rank_run(per_rank_server: Running, browser: Any) -> None:
+    """One row per rank with a rank column; the chart draws each rank, labelled "ddp v3 r1"; a rank's image shows."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get_log("browser")  # drains what earlier tests left (a 404 they asked for on purpose)
+    browser.get(per_rank_server.url)
+    rows = wait(browser, lambda d: (r := d.find_elements(By.CSS_SELECTOR, "#runs tbody tr")) and len(r) == 3 and r)
+    assert [r.get_attribute("data-run") for r in rows] == ["ddp/version_3/rank_0", "ddp/version_3/rank_1",
+                                                           "plain/version_0"]
+    header = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#runs thead th")]
+    assert header[1:7] == ["name", "version", "rank", "status", "rows", "last step"]
+    assert [r.find_elements(By.TAG_NAME, "td")[3].text for r in rows] == ["0", "1", ""]
+
+    Select(browser.find_element(By.ID, "metric")).select_by_value("loss")
+    wait(browser, lambda d: d.execute_script(
+        "const c = state.chart; return c && c.series.length === 7 && c.data[0].length > 0"))
+    labels = browser.execute_script("return state.chart.series.map(s => s.label)")
+    assert labels[1:] == ["ddp v3 r0 raw", "ddp v3 r0", "ddp v3 r1 raw", "ddp v3 r1",
+                          "plain/version_0 raw", "plain/version_0"]
+
+    browser.find_element(By.CSS_SELECTOR, "#runs tbody tr[data-run='ddp/version_3/rank_1'] a").click()
+    image = wait(browser, lambda d: (i := d.find_elements(By.CSS_SELECTOR, "#media img")) and
+                 d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i[0]) == 4 and i[0])
+    assert image.get_attribute("alt") == "sample at step 4"
+    assert "ddp/version_3/rank_1" in browser.find_element(By.ID, "run-title").text
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []

@@ -29,13 +29,13 @@ import pyarrow.compute as pc
 from . import _journal, _layout, _runs, _table
 from ._experiment import DEFAULT_SAVE_DIR
 from ._read import read
-from ._runs import find_runs, read_tag_texts, run_status, runs
+from ._runs import find_runs, rank_dirs, read_tag_texts, run_identity, run_status, runs
 from ._serve import DEFAULT_PORT
 from ._writer import concat
 
 PROG = "test-tube"
 _RUN_FILES = (_layout.META, _layout.JOURNAL, _layout.CSV, _layout.PARQUET)
-# Left out of the aligned ls table (still in --csv and --json): the path is name/version_<N>.
+# Left out of the aligned ls table (still in --csv and --json): the path is name/version_<N>[/rank_<r>].
 _LS_HIDDEN = ("log_dir",)
 
 
@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
 
     show = command("show", "Show one run: metadata, git snapshot, tags, row count, last rows, media.",
                    "test-tube show test_tube_logs/mnist/version_3 --rows 10")
-    show.add_argument("log_dir", metavar="LOG_DIR", help="a run's folder (<save_dir>/<name>/version_<N>)")
+    show.add_argument("log_dir", metavar="LOG_DIR", help="a run's folder (<save_dir>/<name>/version_<N>, or .../version_<N>/rank_<r> for per_rank=True)")
     show.add_argument("--rows", type=_non_negative, default=5, metavar="N", help="last rows to print (default 5)")
     show.set_defaults(func=cmd_show)
 
@@ -231,14 +231,15 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def _text_columns(table: pa.Table, first: str | None) -> list[str]:
     """Columns of the aligned table, most telling first, so that a narrow terminal keeps them.
 
-    name, version, status, rows, last_step, the sort column, the tags, every
+    name, version, rank (when the table has per-rank runs), status, rows,
+    last_step, the sort column, the tags, every
     ``.last``, created_at, description, then the ``.min``/``.max`` columns;
     ``log_dir`` and an all-empty description are left out (``--csv`` has them).
     """
     names = [n for n in table.column_names if n not in _LS_HIDDEN]
     if table.column("description").null_count == table.num_rows:
         names.remove("description")
-    head = ["name", "version", "status", "rows", "last_step"]
+    head = [n for n in ("name", "version", _runs.RANK_COLUMN, "status", "rows", "last_step") if n in names]
     metric_parts = [n for n in names if n.endswith((".last", ".min", ".max")) and not n.startswith("tag:")
                     and n not in _runs.BUILTIN_COLUMNS]
     tail = [n for n in ("created_at", "description") if n in names]
@@ -347,8 +348,12 @@ def _run_dir(path: str) -> str:
     if not os.path.isdir(path):
         raise CliError(f"{path} is not a folder")
     if not any(os.path.exists(os.path.join(path, f)) for f in _RUN_FILES):
+        ranks = rank_dirs(path)
+        if ranks:
+            raise CliError(f"{path} holds one run per rank (per_rank=True); name one of them, "
+                           f"like {ranks[0][1]}")
         raise CliError(f"{path} is not a run folder (no {_layout.META}, {_layout.JOURNAL} or {_layout.CSV}); "
-                       f"run folders look like <save_dir>/<name>/version_<N>")
+                       f"run folders look like <save_dir>/<name>/version_<N> or <save_dir>/<name>/version_<N>/rank_<r>")
     return path
 
 
@@ -357,9 +362,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     log_dir = _run_dir(args.log_dir)
     meta = _layout.read_meta(log_dir)
     out = sys.stdout
-    name, version = _run_name(log_dir)
+    name, version, rank = _run_name(log_dir)
     fields: list[tuple[str, Any]] = [
-        ("run", f"{meta.get('name', name)}/version_{meta.get('version', version)}"),
+        ("run", _run_id(meta.get("name", name), meta.get("version", version), rank)),
         ("log_dir", os.path.abspath(log_dir)),
         ("status", run_status(meta)),
         ("description", meta.get("description")),
@@ -454,22 +459,25 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise CliError(f"-o {args.output}: the folder {folder} does not exist")
     log_dirs = _plot_runs(args.paths)
     experiments = {_run_name(d)[0] for d in log_dirs}
+    ranked = any(_run_name(d)[2] is not None for d in log_dirs)
     lines: list[_plot.Series] = []
     skipped: list[str] = []
     available: set[str] = set()
     for log_dir in log_dirs:
         table = read(log_dir)
-        name, version = _run_name(log_dir)
+        name, version, rank = _run_name(log_dir)
         available.update(n for n, t in zip(table.column_names, table.schema.types)
                          if n not in ("step", "created_at") and _plottable(t))
         if args.metric not in table.column_names:
-            skipped.append(f"{name}/version_{version}")
+            skipped.append(_run_id(name, version, rank))
             continue
         if not _plottable(table.schema.field(args.metric).type):
             raise CliError(f"metric {args.metric!r} is not numeric in {log_dir} "
                            f"({table.schema.field(args.metric).type})")
         x, y = _plot.series(table, args.metric, args.x)
         label = f"{name}/v{version}" if len(experiments) > 1 else f"v{version}"
+        if ranked:
+            label += f" r{rank}" if rank is not None else ""
         tags = read_tag_texts(log_dir)
         label += "".join(f" {t}={tags[t]}" for t in args.label if t in tags)
         lines.append(_plot.Series(label, x, y))
@@ -502,17 +510,22 @@ def _plot_runs(paths: Sequence[str]) -> list[str]:
         if any(os.path.exists(os.path.join(path, f)) for f in _RUN_FILES):
             found.append(path)
             continue
-        dirs = [d for _, _, d in find_runs(path)]
+        ranks = rank_dirs(path)  # a version folder of per-rank runs: all its ranks
+        dirs = [d for _, d in ranks] if ranks else [run.log_dir for run in find_runs(path)]
         if not dirs:
             raise CliError(f"{path} holds no runs (expected a run folder or a save_dir)")
         found.extend(dirs)
     return found
 
 
-def _run_name(log_dir: str) -> tuple[str, str]:
-    absolute = os.path.abspath(log_dir)
-    version = os.path.basename(absolute)
-    return os.path.basename(os.path.dirname(absolute)), version.removeprefix("version_")
+def _run_name(log_dir: str) -> tuple[str, str, int | None]:
+    """Experiment name, version (as text: a folder named otherwise gives its name) and rank of a run folder."""
+    name, version, rank = run_identity(log_dir)
+    return name, str(version) if version is not None else os.path.basename(os.path.abspath(log_dir)), rank
+
+
+def _run_id(name: Any, version: Any, rank: int | None) -> str:
+    return f"{name}/version_{version}" + (f"/rank_{rank}" if rank is not None else "")
 
 
 # -- tail -------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import zlib
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -46,10 +46,17 @@ HEARTBEAT_BOUND = 60.0
 #: The columns every runs table starts with, in order.
 BUILTIN_COLUMNS = ("name", "version", "log_dir", "created_at", "description", "status", "rows", "last_step")
 
+#: The column, right after ``version``, that a table holding per-rank runs has (see :func:`runs`).
+RANK_COLUMN = "rank"
+
 #: A tag whose name is taken by a built-in or metric column gets this prefix.
 TAG_PREFIX = "tag:"
 
 _VERSION_DIR = re.compile(r"version_(\d+)")
+# Experiment writes rank_{int}; no leading zeros, so that rank_01 cannot stand for the same rank as rank_1.
+_RANK_DIR = re.compile(r"rank_(0|[1-9]\d*)")
+# The files that make a folder a run of its own; a version folder of per-rank runs has none of them.
+_RUN_FILES = (_layout.META, _layout.JOURNAL, _layout.CSV, _layout.PARQUET)
 _TIME_UTC = pa.timestamp("us", tz="UTC")
 _SKIP = ("step", "created_at")
 # How far back the journal is searched for last values before reading
@@ -59,16 +66,23 @@ _TAIL_BYTES = 8 * 2**20
 
 
 def runs(save_dir: str | os.PathLike[str], name: str | None = None) -> pa.Table:
-    """Summarise every version under ``save_dir`` as a ``pyarrow.Table``, one row per version.
+    """Summarise every run under ``save_dir`` as a ``pyarrow.Table``, one row per run.
 
-    Columns, in order: ``name``, ``version``, ``log_dir``, ``created_at``
-    (timestamp, UTC), ``description``, ``status``, ``rows`` (rows logged),
-    ``last_step`` (step of the last row); then one column per tag, named like
-    the tag (``tag:<name>`` where that name is taken by another column) and
-    typed bool, int64, float64 or string when every run agrees, the text as
-    written otherwise; then, for each numeric metric, ``<metric>.last`` (its
-    last logged value, NaN included), ``<metric>.min`` and ``<metric>.max``
-    (NaN ignored).  A run that lacks a tag or metric has null there.
+    A run is a version folder, or, for ``Experiment(per_rank=True)``, one
+    ``version_<N>/rank_<r>`` folder: a version folder that holds ``rank_<r>``
+    folders and no run files of its own gives one row per rank.
+
+    Columns, in order: ``name``, ``version``, then ``rank`` (int64; null for an
+    ordinary run) only when some run in the table is a per-rank one, so tables
+    without per-rank runs keep their columns; then ``log_dir`` (the rank folder
+    for a per-rank run), ``created_at`` (timestamp, UTC), ``description``,
+    ``status``, ``rows`` (rows logged), ``last_step`` (step of the last row);
+    then one column per tag, named like the tag (``tag:<name>`` where that
+    name is taken by another column) and typed bool, int64, float64 or string
+    when every run agrees, the text as written otherwise; then, for each
+    numeric metric, ``<metric>.last`` (its last logged value, NaN included),
+    ``<metric>.min`` and ``<metric>.max`` (NaN ignored).  A run that lacks a
+    tag or metric has null there.
 
     ``status`` is ``running``, ``finished``, ``failed`` (closed after an
     exception), ``crashed`` (the writing process is gone without closing: it
@@ -78,18 +92,27 @@ def runs(save_dir: str | os.PathLike[str], name: str | None = None) -> pa.Table:
 
     ``name`` restricts the table to one experiment.  ``save_dir`` may also be
     one experiment's folder (the one holding ``version_<N>`` folders).  Rows
-    are ordered by name, then version.  Finished runs are read from their
-    Parquet footer and journal tail, not row by row.  Reads only; safe to call
-    while runs are writing.  Raises ``FileNotFoundError`` when ``save_dir``
-    (or ``save_dir/name``) is not a folder.
+    are ordered by name, then version, then rank.  Finished runs are read from
+    their Parquet footer and journal tail, not row by row.  Reads only; safe to
+    call while runs are writing.  Raises ``FileNotFoundError`` when
+    ``save_dir`` (or ``save_dir/name``) is not a folder.
     """
     found = find_runs(os.path.abspath(os.fspath(save_dir)), name)
-    summaries = [summarise(log_dir, exp, version) for exp, version, log_dir in found]
+    summaries = [summarise(run.log_dir, run.name, run.version, rank=run.rank) for run in found]
     return _table(summaries)
 
 
-def find_runs(save_dir: str | os.PathLike[str], name: str | None = None) -> list[tuple[str, int, str]]:
-    """``(name, version, log_dir)`` of every version folder, ordered by name then version."""
+class FoundRun(NamedTuple):
+    """One run folder :func:`find_runs` found: a version folder, or a rank folder inside one."""
+
+    name: str
+    version: int
+    rank: int | None
+    log_dir: str
+
+
+def find_runs(save_dir: str | os.PathLike[str], name: str | None = None) -> list[FoundRun]:
+    """Every run folder under ``save_dir``, ordered by name, version, rank (see :func:`runs`)."""
     root = os.fspath(save_dir)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root} is not a folder")
@@ -98,7 +121,7 @@ def find_runs(save_dir: str | os.PathLike[str], name: str | None = None) -> list
         if not os.path.isdir(exp_dir):
             raise FileNotFoundError(f"{root} has no experiment {name!r}")
         return _versions(exp_dir, name)
-    found: list[tuple[str, int, str]] = []
+    found: list[FoundRun] = []
     with os.scandir(root) as entries:
         dirs = sorted(e.name for e in entries if e.is_dir())
     if any(_VERSION_DIR.fullmatch(d) for d in dirs):
@@ -109,12 +132,40 @@ def find_runs(save_dir: str | os.PathLike[str], name: str | None = None) -> list
     return found
 
 
-def _versions(exp_dir: str, name: str) -> list[tuple[str, int, str]]:
+def _versions(exp_dir: str, name: str) -> list[FoundRun]:
     with os.scandir(exp_dir) as entries:
         versions = sorted(
             int(m.group(1)) for e in entries if (m := _VERSION_DIR.fullmatch(e.name)) and e.is_dir()
         )
-    return [(name, v, os.path.join(exp_dir, f"version_{v}")) for v in versions]
+    found: list[FoundRun] = []
+    for v in versions:
+        version_dir = os.path.join(exp_dir, f"version_{v}")
+        ranks = rank_dirs(version_dir)
+        if ranks:
+            found.extend(FoundRun(name, v, r, d) for r, d in ranks)
+        else:
+            found.append(FoundRun(name, v, None, version_dir))
+    return found
+
+
+def rank_dirs(version_dir: str) -> list[tuple[int, str]]:
+    """``(rank, folder)`` of each ``rank_<r>`` folder of a per-rank version, by rank.
+
+    Empty for an ordinary version: one with a run file of its own
+    (``meta.experiment``, the journal, ``metrics.csv`` or ``metrics.parquet``),
+    or without ``rank_<r>`` folders.  One ``scandir`` of the folder.
+    """
+    ranks: list[tuple[int, str]] = []
+    try:
+        with os.scandir(version_dir) as entries:
+            for e in entries:
+                if e.name in _RUN_FILES:
+                    return []
+                if (m := _RANK_DIR.fullmatch(e.name)) and e.is_dir():
+                    ranks.append((int(m.group(1)), e.path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []  # deleted while listed
+    return sorted(ranks)
 
 
 # -- status -----------------------------------------------------------------
@@ -225,7 +276,7 @@ class Metric:
 
 @dataclass
 class Summary:
-    """Everything the runs table says about one version."""
+    """Everything the runs table says about one run (a version, or one rank of a per-rank version)."""
 
     name: str
     version: int
@@ -236,17 +287,26 @@ class Summary:
     last_step: int | None = None
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Metric] = field(default_factory=dict)
+    rank: int | None = None
 
 
-def summarise(log_dir: str, name: str | None = None, version: int | None = None) -> Summary:
-    """Summarise one version folder (see :func:`runs`); reads only."""
+def summarise(log_dir: str, name: str | None = None, version: int | None = None, *,
+              rank: int | None = None) -> Summary:
+    """Summarise one run folder (see :func:`runs`); reads only.
+
+    ``name`` and ``version`` default to what the path says
+    (``<name>/version_<N>``, or ``<name>/version_<N>/rank_<r>``, which also
+    gives ``rank``); pass them when the caller already knows.
+    """
     meta = _read_meta(log_dir)
+    path_name, path_version, path_rank = run_identity(log_dir)
     if name is None:
-        name = os.path.basename(os.path.dirname(os.path.abspath(log_dir)))
+        name = path_name
     if version is None:
-        m = _VERSION_DIR.fullmatch(os.path.basename(os.path.abspath(log_dir)))
-        version = int(m.group(1)) if m else meta.get("version", -1)
-    summary = Summary(name, int(version if version is not None else -1), log_dir, meta, run_status(meta))
+        version = path_version if path_version is not None else meta.get("version", -1)
+    if rank is None:
+        rank = path_rank
+    summary = Summary(name, int(version if version is not None else -1), log_dir, meta, run_status(meta), rank=rank)
     summary.tags = read_tag_texts(log_dir)
     parquet = os.path.join(log_dir, _layout.PARQUET)
     journal = os.path.join(log_dir, _layout.JOURNAL)
@@ -265,6 +325,22 @@ def summarise(log_dir: str, name: str | None = None, version: int | None = None)
         warnings.warn(f"test_tube.runs(): cannot read the rows of {log_dir}: {type(exc).__name__}: {exc}",
                       RuntimeWarning, stacklevel=3)
     return summary
+
+
+def run_identity(log_dir: str) -> tuple[str, int | None, int | None]:
+    """Experiment name, version and rank that a run folder's path spells.
+
+    ``<name>/version_<N>/rank_<r>`` gives ``(name, N, r)``,
+    ``<name>/version_<N>`` gives ``(name, N, None)``; a folder named otherwise
+    gives its parent's name and no version or rank.
+    """
+    absolute = os.path.abspath(log_dir)
+    parent, base = os.path.split(absolute)
+    rank = _RANK_DIR.fullmatch(base)
+    if rank and (version := _VERSION_DIR.fullmatch(os.path.basename(parent))):
+        return os.path.basename(os.path.dirname(parent)), int(version.group(1)), int(rank.group(1))
+    m = _VERSION_DIR.fullmatch(base)
+    return os.path.basename(parent), int(m.group(1)) if m else None, None
 
 
 def _read_meta(log_dir: str) -> dict[str, Any]:
@@ -492,6 +568,11 @@ def _table(summaries: list[Summary]) -> pa.Table:
     columns: dict[str, pa.Array] = {
         "name": pa.array([s.name for s in summaries], pa.string()),
         "version": pa.array([s.version for s in summaries], pa.int64()),
+    }
+    if any(s.rank is not None for s in summaries):
+        # Only then: a table without per-rank runs keeps the columns it always had.
+        columns[RANK_COLUMN] = pa.array([s.rank for s in summaries], pa.int64())
+    columns |= {
         "log_dir": pa.array([s.log_dir for s in summaries], pa.string()),
         "created_at": pa.array([_utc_micros(s.meta.get("created_at")) for s in summaries], _TIME_UTC),
         "description": pa.array([_text_or_none(s.meta.get("description")) for s in summaries], pa.string()),

@@ -5,17 +5,20 @@ Routes (GET and HEAD only; the server never writes anything):
 * ``/``: the page; ``/static/<file>``: its JS and CSS, shipped in the package
   (``_static/``, uPlot vendored), so it works offline and loads nothing
   from elsewhere.
-* ``/api/runs``: every run under SAVE_DIR: name, version, status, rows,
-  last step, tags, and last/min/max of each numeric metric.
-* ``/api/run?name=N&version=V``: one run: ``meta.experiment``, tags, its
-  numeric columns, and its images by key and step.
-* ``/api/series?name=N&version=V&metric=M[&x=step|time][&buckets=W][&x_min=A&x_max=B]``:
+* ``/api/runs``: every run under SAVE_DIR: id, name, version, rank, status,
+  rows, last step, tags, and last/min/max of each numeric metric.
+* ``/api/run?name=N&version=V[&rank=R]``: one run: ``meta.experiment``, tags,
+  its numeric columns, and its images by key and step.
+* ``/api/series?name=N&version=V[&rank=R]&metric=M[&x=step|time][&buckets=W][&x_min=A&x_max=B]``:
   one metric of one run, reduced by :func:`test_tube._downsample.envelope`
   to at most four points per bucket (a bucket is a pixel column).
-* ``/media?name=N&version=V&file=F``: one image of a run.
+* ``/media?name=N&version=V[&rank=R]&file=F``: one image of a run.
 
-A run is named by its experiment name and version, never by a path: the name
-is looked up among the runs :func:`find_runs` lists, and the folder it
+A run is named by its experiment name, version and, for one rank of a
+``per_rank=True`` version (``version_<N>/rank_<r>``), its rank; never by a
+path.  Its id is ``name/version_N`` or ``name/version_N/rank_r``.  Without
+``rank`` a request names an ordinary version, with it one rank folder.  The
+name is looked up among the runs :func:`find_runs` lists, and the folder it
 resolves to (symbolic links followed) must lie inside SAVE_DIR; anything else,
 including a run deleted while the page shows it, is a 404 with a message
 (JSON under ``/api/``, a small HTML page elsewhere), never a traceback.
@@ -55,7 +58,7 @@ import pyarrow.parquet as pq
 from . import _downsample, _layout
 from ._plot import series as _metric_points
 from ._read import read
-from ._runs import Summary, _parquet_complete, find_runs, read_tag_texts, run_status, summarise
+from ._runs import FoundRun, Summary, _parquet_complete, find_runs, read_tag_texts, run_status, summarise
 
 #: The port ``test-tube serve`` listens on unless told otherwise (TensorBoard's 6006, plus one).
 DEFAULT_PORT = 6007
@@ -83,6 +86,8 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+# A version or rank in a query: ASCII digits only (str.isdigit() also takes "²", which int() refuses).
+_INDEX = re.compile(r"[0-9]{1,18}")
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -131,17 +136,21 @@ class App:
     # -- runs -----------------------------------------------------------------
 
     def runs(self) -> dict[str, Any]:
-        """The runs table: one entry per run inside SAVE_DIR, ordered by name then version."""
+        """The runs table: one entry per run inside SAVE_DIR, ordered by name, version, rank.
+
+        ``rank`` is null for an ordinary run, the rank for one rank of a ``per_rank=True`` version.
+        """
         rows = []
-        for name, version, log_dir in self._found():
+        for found in self._found():
             try:
-                summary = self._summary(name, version, log_dir)
+                summary = self._summary(found)
             except FileNotFoundError:
                 continue  # deleted between the listing and the read
             rows.append({
-                "id": f"{name}/version_{version}",
-                "name": name,
-                "version": version,
+                "id": _run_id(found),
+                "name": found.name,
+                "version": found.version,
+                "rank": found.rank,
                 "status": run_status(summary.meta),  # not cached: a running run may have died
                 "rows": summary.rows,
                 "last_step": summary.last_step,
@@ -154,22 +163,25 @@ class App:
 
     def run(self, query: Mapping[str, list[str]]) -> dict[str, Any]:
         """One run: meta, tags as written, numeric columns, media by key."""
-        name, version, log_dir = self._run(query)
+        found = self._run(query)
+        log_dir = found.log_dir
         try:
             meta = _layout.read_meta(log_dir)
             tags = read_tag_texts(log_dir)
             table = self._table(log_dir)
             media = self._media(log_dir)
         except FileNotFoundError:
-            raise _gone(name, version) from None
+            raise _gone(_run_id(found)) from None
         columns = [n for n, t in zip(table.column_names, table.schema.types)
                    if n not in ("step", "created_at") and _numeric(t)]
-        return {"id": f"{name}/version_{version}", "name": name, "version": version, "status": run_status(meta),
-                "rows": table.num_rows, "meta": meta, "tags": tags, "metrics": columns, "media": media}
+        return {"id": _run_id(found), "name": found.name, "version": found.version, "rank": found.rank,
+                "status": run_status(meta), "rows": table.num_rows, "meta": meta, "tags": tags, "metrics": columns,
+                "media": media}
 
     def series(self, query: Mapping[str, list[str]]) -> dict[str, Any]:
         """One metric of one run, downsampled to at most four points per bucket."""
-        name, version, log_dir = self._run(query)
+        found = self._run(query)
+        log_dir = found.log_dir
         metric = _param(query, "metric")
         x = _param(query, "x", "step")
         if x not in ("step", "time"):
@@ -179,33 +191,34 @@ class App:
         x_max = _float_param(query, "x_max")
         try:
             key = (log_dir, metric, x, _signature(log_dir))
-            xs, ys, nonfinite = self._series.get(key, lambda: self._points(name, version, log_dir, metric, x))
+            xs, ys, nonfinite = self._series.get(key, lambda: self._points(_run_id(found), log_dir, metric, x))
         except FileNotFoundError:
-            raise _gone(name, version) from None
+            raise _gone(_run_id(found)) from None
         total = len(xs)
         if x_min is not None or x_max is not None:
             xs, ys = _downsample.window(xs, ys, x_min, x_max)
         shown_x, shown_y = _downsample.envelope(xs, ys, buckets)
         # points: values a chart can place; nonfinite: NaN and infinities, which it cannot
-        return {"id": f"{name}/version_{version}", "metric": metric, "x": x, "points": total,
+        return {"id": _run_id(found), "metric": metric, "x": x, "points": total,
                 "nonfinite": nonfinite, "downsampled": len(shown_x) < len(xs),
                 "xs": shown_x.tolist(), "ys": shown_y.tolist()}
 
     def media_file(self, query: Mapping[str, list[str]]) -> tuple[bytes, str]:
         """The bytes and type of one image of a run, named as in :meth:`run`'s media list."""
-        name, version, log_dir = self._run(query)
+        found = self._run(query)
+        log_dir = found.log_dir
         file = _param(query, "file")
         match = _MEDIA_FILE.fullmatch(file)
         folder = os.path.join(log_dir, _layout.MEDIA)
         path = os.path.realpath(os.path.join(folder, file))
         if match is None or os.sep in file or (os.altsep and os.altsep in file) \
                 or os.path.dirname(path) != os.path.realpath(folder) or not _inside(path, self.root):
-            raise HttpError(HTTPStatus.NOT_FOUND, f"{name}/version_{version} has no image {file!r}")
+            raise HttpError(HTTPStatus.NOT_FOUND, f"{_run_id(found)} has no image {file!r}")
         try:
             with open(path, "rb") as f:
                 return f.read(), _IMAGE_TYPES[match["ext"]]
         except (FileNotFoundError, IsADirectoryError):
-            raise HttpError(HTTPStatus.NOT_FOUND, f"{name}/version_{version} has no image {file!r}") from None
+            raise HttpError(HTTPStatus.NOT_FOUND, f"{_run_id(found)} has no image {file!r}") from None
 
     @staticmethod
     def static(path: str) -> tuple[bytes, str]:
@@ -221,17 +234,21 @@ class App:
 
     # -- helpers ---------------------------------------------------------------
 
-    def _found(self) -> list[tuple[str, int, str]]:
-        """Runs under SAVE_DIR whose folder really is inside it (a symlink out of it is left out)."""
+    def _found(self) -> list[FoundRun]:
+        """Runs under SAVE_DIR whose folder really is inside it (a symlink out of it is left out).
+
+        Each ``log_dir`` is the resolved path, rank folders included: a
+        ``rank_<r>`` link out of SAVE_DIR is left out like a version link.
+        """
         try:
             found = find_runs(self.save_dir)
         except FileNotFoundError:
             raise HttpError(HTTPStatus.NOT_FOUND, f"{self.save_dir} no longer exists") from None
         inside = []
-        for name, version, log_dir in found:
-            real = os.path.realpath(log_dir)
+        for run in found:
+            real = os.path.realpath(run.log_dir)
             if _inside(real, self.root) and self._files_inside(real):
-                inside.append((name, version, real))
+                inside.append(run._replace(log_dir=real))
         return inside
 
     def _files_inside(self, log_dir: str) -> bool:
@@ -246,20 +263,36 @@ class App:
                 return False
         return True
 
-    def _run(self, query: Mapping[str, list[str]]) -> tuple[str, int, str]:
-        """The run a request names, by name and version, looked up among the runs inside SAVE_DIR."""
+    def _run(self, query: Mapping[str, list[str]]) -> FoundRun:
+        """The run a request names, by name, version and optional rank, looked up among the runs inside SAVE_DIR.
+
+        Without ``rank`` only an ordinary version matches; with it only that
+        rank folder of a per-rank version.  Anything else is a 404.
+        """
         name = _param(query, "name")
         text = _param(query, "version")
-        if not text.isdigit():
-            raise HttpError(HTTPStatus.NOT_FOUND, f"no run {name}/version_{text} in {self.save_dir}")
+        rank_text = query["rank"][-1] if query.get("rank") else None
+        wanted = f"{name}/version_{text}" + (f"/rank_{rank_text}" if rank_text is not None else "")
+        if not _INDEX.fullmatch(text) or (rank_text is not None and not _INDEX.fullmatch(rank_text)):
+            raise HttpError(HTTPStatus.NOT_FOUND, f"no run {wanted} in {self.save_dir}")
         version = int(text)
-        for found_name, found_version, log_dir in self._found():
-            if found_name == name and found_version == version:
-                return name, version, log_dir
-        raise _gone(name, version, self.save_dir)
+        rank = int(rank_text) if rank_text is not None else None
+        ranks: list[int] = []
+        for found in self._found():
+            if found.name == name and found.version == version:
+                if found.rank == rank:
+                    return found
+                if found.rank is not None:
+                    ranks.append(found.rank)
+        if ranks and rank is None:
+            # The version exists, as one run per rank: say how to name one.
+            raise HttpError(HTTPStatus.NOT_FOUND, f"{name}/version_{version} in {self.save_dir} holds one run "
+                                                  f"per rank; add rank= (one of {', '.join(map(str, ranks))})")
+        raise _gone(wanted, self.save_dir)
 
-    def _summary(self, name: str, version: int, log_dir: str) -> Summary:
-        return self._summaries.get((log_dir, _signature(log_dir)), lambda: summarise(log_dir, name, version))
+    def _summary(self, run: FoundRun) -> Summary:
+        return self._summaries.get((run.log_dir, _signature(run.log_dir)),
+                                   lambda: summarise(run.log_dir, run.name, run.version, rank=run.rank))
 
     def _table(self, log_dir: str) -> pa.Table:
         if not os.path.isdir(log_dir):
@@ -285,16 +318,16 @@ class App:
                 pass  # replaced or damaged since: the journal is the record
         return self._table(log_dir)
 
-    def _points(self, name: str, version: int, log_dir: str, metric: str,
+    def _points(self, run_id: str, log_dir: str, metric: str,
                 x: str) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], int]:
         """x and y of the finite values of ``metric``, and how many NaN or infinite values were left out."""
         if not os.path.isdir(log_dir):
             raise FileNotFoundError(log_dir)
         table = self._metric_table(log_dir, metric, x)
         if metric not in table.column_names or metric in ("step", "created_at"):
-            raise HttpError(HTTPStatus.NOT_FOUND, f"{name}/version_{version} has no metric {metric!r}")
+            raise HttpError(HTTPStatus.NOT_FOUND, f"{run_id} has no metric {metric!r}")
         if not _numeric(table.schema.field(metric).type):
-            raise HttpError(HTTPStatus.BAD_REQUEST, f"metric {metric!r} of {name}/version_{version} is not "
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"metric {metric!r} of {run_id} is not "
                                                     f"numeric ({table.schema.field(metric).type})")
         xs, ys = _metric_points(table, metric, x)
         finite = np.isfinite(ys)
@@ -321,9 +354,14 @@ class App:
         return {key: sorted(by_key[key]) for key in sorted(by_key)}
 
 
-def _gone(name: str, version: int, save_dir: str | None = None) -> HttpError:
+def _run_id(run: FoundRun) -> str:
+    """``name/version_N``, or ``name/version_N/rank_r`` for one rank of a per-rank version."""
+    return f"{run.name}/version_{run.version}" + (f"/rank_{run.rank}" if run.rank is not None else "")
+
+
+def _gone(run_id: str, save_dir: str | None = None) -> HttpError:
     where = f" in {save_dir}" if save_dir else ""
-    return HttpError(HTTPStatus.NOT_FOUND, f"no run {name}/version_{version}{where} (deleted, or never there)")
+    return HttpError(HTTPStatus.NOT_FOUND, f"no run {run_id}{where} (deleted, or never there)")
 
 
 def _inside(path: str, root: str) -> bool:

@@ -52,7 +52,12 @@ async function getJSON(url) {
   return body;
 }
 
-const runQuery = (run) => `name=${encodeURIComponent(run.name)}&version=${run.version}`;
+// A run of a per_rank=True version is one rank folder: the server needs its rank to find it.
+const runQuery = (run) => `name=${encodeURIComponent(run.name)}&version=${run.version}` +
+  (run.rank === null || run.rank === undefined ? "" : `&rank=${run.rank}`);
+// Chart legend: a rank run as "name v3 r1"; an ordinary run by its id, as before.
+const runLabel = (run) => (run.rank === null || run.rank === undefined ? run.id :
+  `${run.name} v${run.version} r${run.rank}`);
 
 // -- values --------------------------------------------------------------------
 
@@ -80,6 +85,10 @@ function fmt(v) {
 function columns() {
   const cols = BUILTIN.map(([key, label]) => ({key, label, get: (r) => r[key],
     num: key === "version" || key === "rows" || key === "last_step"}));
+  // The rank column only when some run is one rank of a per_rank version, as in runs() and `test-tube ls`.
+  if (state.runs.some((r) => r.rank !== null && r.rank !== undefined)) {
+    cols.splice(2, 0, {key: "rank", label: "rank", get: (r) => r.rank, num: true});
+  }
   const tags = [], metrics = [];
   for (const r of state.runs) {
     for (const t of Object.keys(r.tags)) if (!tags.includes(t)) tags.push(t);
@@ -276,12 +285,12 @@ async function drawChart() {
     shown += res.xs.length;
     if (state.smooth > 0) {
       tables.push([res.xs, ys]);
-      series.push({label: runs[i].id + " raw", stroke: color + "40", width: 1, spanGaps: true,
+      series.push({label: runLabel(runs[i]) + " raw", stroke: color + "40", width: 1, spanGaps: true,
                    value: (u, v) => fmt(v)});
       ys = smooth(ys, state.smooth);
     }
     tables.push([res.xs, ys]);
-    series.push({label: runs[i].id, stroke: color, width: 1.5, spanGaps: true, value: (u, v) => fmt(v)});
+    series.push({label: runLabel(runs[i]), stroke: color, width: 1.5, spanGaps: true, value: (u, v) => fmt(v)});
   });
   const data = uPlot.join(tables);
   $("chart-note").textContent = `${points.toLocaleString()} points, ${shown.toLocaleString()} drawn` +
