@@ -83,13 +83,13 @@ class Steps:
     sets the offset so that the next automatic step follows it.  Sequence
     numbers come from one ``itertools.count`` (atomic under the GIL), so
     automatic steps are unique across threads.  The compiled ``log`` reads
-    :attr:`next_seq` and :attr:`offset` directly.
+    :attr:`counter` and :attr:`offset` directly.
     """
 
-    __slots__ = ("next_seq", "offset")
+    __slots__ = ("counter", "offset")
 
     def __init__(self) -> None:
-        self.next_seq: Callable[[], int] = itertools.count().__next__
+        self.counter = itertools.count()
         self.offset = [0]  # a cell, so the compiled function sees every change
 
     def take(self, step: int | None) -> tuple[int, int]:
@@ -98,7 +98,7 @@ class Steps:
         Raises ``LogValueError`` when the automatic step would not fit in 64
         bits (after an explicit step near the top of the range).
         """
-        seq = self.next_seq()
+        seq = next(self.counter)
         if step is None:
             step = seq + self.offset[0]
             if step > INT64_MAX:
@@ -110,7 +110,7 @@ class Steps:
 
     def continue_after(self, last_step: int) -> None:
         """Make the next automatic step ``last_step + 1`` (resuming a version)."""
-        seq = self.next_seq()  # a sequence number may be skipped; only order matters
+        seq = next(self.counter)  # a sequence number may be skipped; only order matters
         self.offset[0] = last_step - seq
 
 
@@ -219,27 +219,33 @@ class FastPath:
 
     def __init__(self, steps: Steps, max_rows: int, slow: Callable[..., None]) -> None:
         self.shapes: list[PackedShape] = []
-        # Read on every call: the moment the Experiment closes, fails or is
-        # forked, every row goes to the slow path, which raises.
-        self._open = [True]
         # The globals of every compiled body; the names of a shape's queue,
         # packer and types are added before a body that uses them is swapped in.
         self._env: dict[str, Any] = {
-            "__builtins__": {}, "dict": dict, "type": type, "len": len, "KeyError": KeyError,
-            "is_open": self._open, "next_seq": steps.next_seq, "offset": steps.offset,
+            "__builtins__": {}, "dict": dict, "type": type, "len": len, "next": next, "KeyError": KeyError,
+            "counter": steps.counter, "offset": steps.offset,
             "time_ns": time.time_ns, "max_rows": max_rows, "slow": slow,
             "float": float, "int": int, "bool": bool, "struct_error": struct.error,
         }
         self._type_names: dict[type, str] = {}
+        # While closed (the Experiment closed, failed or was forked), log()'s
+        # body hands every row to the slow path, which raises: the open body
+        # never checks a flag.
+        self._open = True
+        self._closed_body = self._build(["def log(metrics, step=None, *, global_step=None):",
+                                         "    slow(metrics, step, global_step)"]).__code__
         self.log: Callable[..., None] = self._compile()
+        self._open_body = self.log.__code__
 
     @property
     def open(self) -> bool:
-        return self._open[0]
+        return self._open
 
     @open.setter
     def open(self, value: bool) -> None:
-        self._open[0] = value
+        """Swap the body (call under the Experiment's lock, or in a forked child)."""
+        self._open = value
+        self.log.__code__ = self._open_body if value else self._closed_body
 
     def knows(self, paths: Paths, kinds: tuple[Kind, ...]) -> bool:
         return any(s.paths == paths and s.kinds == kinds for s in self.shapes)
@@ -256,7 +262,9 @@ class FastPath:
                           f"pack_{i}": shape.packer.pack, f"keys_{i}": frozenset(p[0] for p in paths),
                           **{name: t for t, name in self._type_names.items()}})
         self.shapes = [*self.shapes, shape]
-        self.log.__code__ = self._compile().__code__
+        self._open_body = self._compile().__code__
+        if self._open:
+            self.log.__code__ = self._open_body
 
     def queued(self) -> int:
         return sum(len(s.queue) for s in self.shapes)
@@ -276,9 +284,11 @@ class FastPath:
         The body for one shape, ``{"loss": float, "lr": np.float32}``::
 
             def log(metrics, step=None, *, global_step=None):
-                if global_step is not None and step is None:
-                    step, global_step = global_step, None
-                if type(metrics) is dict and global_step is None and is_open[0]:
+                if global_step is not None:
+                    if step is not None:
+                        return slow(metrics, step, global_step)
+                    step = global_step
+                if type(metrics) is dict:
                     n = len(metrics)
                     if n == 2:
                         try:
@@ -288,19 +298,23 @@ class FastPath:
                         else:
                             if type(v0) is T0 and type(v1) is T1 and len(queue_0) < max_rows:
                                 if step is None:
-                                    s = next_seq()
+                                    s = next(counter)
                                     try:
                                         append_0(pack_0(s, s + offset[0], time_ns(), v0, v1))
                                     except struct_error:
                                         pass
                                     else:
                                         return
-                                if type(step) is int and -2**63 <= step <= 2**63 - 1:
-                                    s = next_seq()
-                                    offset[0] = step - s
-                                    append_0(pack_0(s, step, time_ns(), v0, v1))
-                                    return
-                slow(metrics, step, global_step)
+                                if type(step) is int:
+                                    s = next(counter)
+                                    try:
+                                        append_0(pack_0(s, step, time_ns(), v0, v1))
+                                    except struct_error:
+                                        offset[0] -= 1
+                                    else:
+                                        offset[0] = step - s
+                                        return
+                slow(metrics, step, None)
 
         A nested dict is loaded key by key after a check that it is a plain
         dict of the expected size (its keys are then exactly the expected
@@ -314,9 +328,11 @@ class FastPath:
             by_length.setdefault(len({p[0] for p in shape.paths}), []).append(i)
         lines = [
             "def log(metrics, step=None, *, global_step=None):",
-            "    if global_step is not None and step is None:",
-            "        step, global_step = global_step, None",
-            "    if type(metrics) is dict and global_step is None and is_open[0]:",
+            "    if global_step is not None:",
+            "        if step is not None:",
+            "            return slow(metrics, step, global_step)",  # both given: the slow path compares them
+            "        step = global_step",
+            "    if type(metrics) is dict:",
             "        n = len(metrics)",
         ]
         for length, members in by_length.items():
@@ -327,8 +343,11 @@ class FastPath:
                     lines.append(f"            if metrics.keys() == keys_{i}:")
                     body = ["    " + line for line in body]
                 lines += ["            " + line for line in body]
-        lines.append("    slow(metrics, step, global_step)")
-        # Our own source, built above from the run's keys (embedded with repr) and types.
+        lines.append("    slow(metrics, step, None)")
+        return self._build(lines)
+
+    def _build(self, lines: list[str]) -> Any:
+        # Our own source, built from the run's keys (embedded with repr) and types.
         exec(compile("\n".join(lines), "<test_tube log fast path>", "exec"), self._env)  # noqa: S102
         log = self._env.pop("log")
         log.__name__, log.__qualname__ = "log", "Experiment.log"
@@ -358,18 +377,22 @@ class FastPath:
         values = ", ".join(packed)
         store = [
             "if step is None:",
-            "    s = next_seq()",
+            "    s = next(counter)",
             "    try:",  # costs nothing unless raised
             f"        append_{i}(pack_{i}(s, s + offset[0], time_ns(), {values}))",
             "    except struct_error:",  # the step went past 64 bits: the slow path says so
             "        pass",
             "    else:",
             "        return",
-            f"if type(step) is int and {INT64_MIN} <= step <= {INT64_MAX}:",
-            "    s = next_seq()",
-            "    offset[0] = step - s",
-            f"    append_{i}(pack_{i}(s, step, time_ns(), {values}))",
-            "    return",
+            "if type(step) is int:",
+            "    s = next(counter)",
+            "    try:",  # pack checks that the step fits in 64 bits
+            f"        append_{i}(pack_{i}(s, step, time_ns(), {values}))",
+            "    except struct_error:",  # refused (the slow path says why): give its sequence number back
+            "        offset[0] -= 1",
+            "    else:",
+            "        offset[0] = step - s",
+            "        return",
         ]
         if reads:
             store = [*reads, f"if {' and '.join(read_checks)}:", *("    " + line for line in store)]
