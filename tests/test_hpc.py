@@ -442,3 +442,12 @@ def test_module_is_importable_at_the_original_path() -> None:
     assert hpc.SlurmCluster is SlurmCluster
     assert sorted(hpc.__all__) == ["SlurmCluster", "SlurmError", "SlurmJob"]
     assert sys.modules["test_tube.hpc"] is hpc
+
+
+def test_a_percent_in_the_log_path_reaches_slurm_as_a_literal(launcher: SlurmCluster, tmp_path: Path) -> None:
+    """Slurm expands %-fields in --output/--error: a % in the folder's name is written as %%, the job id as %j."""
+    launcher.log_path = tmp_path / "logs" / "lr_10%"
+    launcher.optimize_parallel_cluster_cpu(lambda hparams, cluster: None, nb_trials=1, job_name="search")
+    text = (tmp_path / "logs" / "lr_10%" / "search" / "slurm_scripts" / "trial_0.sh").read_text()
+    assert f"#SBATCH --output={tmp_path}/logs/lr_10%%/search/slurm_out/trial_0_%j.out" in text
+    assert f"#SBATCH --error={tmp_path}/logs/lr_10%%/search/slurm_out/trial_0_%j.err" in text

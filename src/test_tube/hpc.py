@@ -385,8 +385,9 @@ class SlurmCluster:
                     memory_mb_per_node=memory,
                     nb_gpus=gpus,
                     gpu_type=self.gpu_type,
-                    output_path=str(out_dir / f"trial_{number}_%j.out") if self.enable_log_out else None,
-                    error_path=str(out_dir / f"trial_{number}_%j.err") if self.enable_log_err else None,
+                    # Slurm expands %-patterns in these paths: a % of the folder's own name is doubled.
+                    output_path=f"{_slurm_literal(out_dir)}/trial_{number}_%j.out" if self.enable_log_out else None,
+                    error_path=f"{_slurm_literal(out_dir)}/trial_{number}_%j.err" if self.enable_log_err else None,
                     signal_seconds=signal_seconds,
                     mail_user=self.email,
                     mail_types=mail_types,
@@ -509,3 +510,8 @@ class SlurmCluster:
             return False
         print(f"test_tube: job {job_id} requeued", file=sys.stderr, flush=True)
         return True
+
+
+def _slurm_literal(path: os.PathLike[str] | str) -> str:
+    """``path`` for an ``--output``/``--error`` pattern, where Slurm reads ``%`` as the start of a field."""
+    return os.fspath(path).replace("%", "%%")
