@@ -31,7 +31,7 @@ from ._experiment import DEFAULT_SAVE_DIR
 from ._read import read
 from ._runs import find_runs, rank_dirs, read_tag_texts, run_identity, run_status, runs
 from ._serve import DEFAULT_PORT
-from ._writer import concat
+from ._schema import concat
 
 PROG = "test-tube"
 _RUN_FILES = (_layout.META, _layout.JOURNAL, _layout.CSV, _layout.PARQUET)

@@ -39,7 +39,8 @@ from ._rows import (
     widen,
 )
 from ._sinks import CsvSink, ParquetSink, Sink
-from ._writer import BASE_SCHEMA, BATCH_BYTES, Writer, concat, writer_error
+from ._schema import BASE_SCHEMA, concat
+from ._writer import BATCH_BYTES, Writer, writer_error
 
 _time_ns = time.time_ns
 _FORMATS = frozenset({"csv", "parquet"})

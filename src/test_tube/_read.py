@@ -9,7 +9,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from . import _journal, _layout
-from ._writer import concat, empty_table
+from ._schema import concat, empty_table
 
 
 def read(log_dir: str | os.PathLike[str]) -> pa.Table:

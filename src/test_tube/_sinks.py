@@ -191,21 +191,6 @@ def _batched(frames: Iterator[pa.Table]) -> Iterator[pa.Table]:
         yield pa.concat_tables(held)
 
 
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table`` with exactly the columns of ``schema``: missing ones null, types widened."""
-    if table.schema.equals(schema):
-        return table
-    names = table.schema.names
-    columns = []
-    for field in schema:
-        if field.name in names:
-            column = table.column(field.name)
-            columns.append(column if column.type == field.type else column.cast(field.type, safe=False))
-        else:
-            columns.append(pa.nulls(table.num_rows, field.type))
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
 def header(columns: list[str]) -> bytes:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(columns)

@@ -37,7 +37,8 @@ from ._fastpath import FastPath, PackedShape
 from ._media import MediaEncoder
 from ._priority import lower_this_thread
 from ._rows import FLOAT, SEQ, SHAPE, SHAPES, STEP, TIME
-from ._sinks import Sink, conform
+from ._schema import BASE_SCHEMA, concat, conform
+from ._sinks import Sink
 
 #: Rows (or bytes) after which a batch is journaled without waiting for the next flush.
 BATCH_ROWS = 65_536
@@ -56,8 +57,6 @@ DRAIN_INTERVAL = 0.1
 #: longer than one flush window.
 DRAIN_ROWS = 8_192
 
-#: The columns every table starts with.
-BASE_SCHEMA = pa.schema([("step", pa.int64()), ("created_at", pa.timestamp("us", tz="UTC"))])
 _SEQ_FIELD = pa.field("seq", pa.int64())
 
 
@@ -70,19 +69,6 @@ class Barrier:
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.final = final
-
-
-def empty_table() -> pa.Table:
-    return BASE_SCHEMA.empty_table()
-
-
-def concat(tables: Sequence[pa.Table]) -> pa.Table:
-    """Rows of several tables in order; later columns are added, ints widen to floats."""
-    if not tables:
-        return empty_table()
-    if len(tables) == 1:
-        return tables[0]
-    return pa.concat_tables(tables, promote_options="permissive")
 
 
 class Writer:
