@@ -121,10 +121,20 @@ def remove_stale_temps(log_dir: str) -> None:
                     pass
 
 
+def temp_path(path: str) -> str:
+    """Where to write ``path`` before renaming it into place: ``.<name>.<pid>.tmp`` beside it.
+
+    The one name every writer of a run uses, so :func:`remove_stale_temps`
+    recognises what a crash left, and readers (which skip names starting with
+    ``.``) never see a file being written.
+    """
+    folder, base = os.path.split(path)
+    return os.path.join(folder, f".{base}.{os.getpid()}.tmp")
+
+
 def publish(path: str, data: bytes, *, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` atomically: a reader sees the old file or the new one."""
-    folder, base = os.path.split(path)
-    tmp = os.path.join(folder, f".{base}.{os.getpid()}.tmp")
+    tmp = temp_path(path)
     with open(tmp, "wb") as f:
         f.write(data)
         if fsync:

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from . import _layout
 from ._priority import lower_this_thread
 from ._rows import Image
 
@@ -80,7 +81,7 @@ class MediaEncoder:
 
     def _encode(self, relpath: str, image: Image) -> None:
         path = os.path.join(self.media_dir, os.path.basename(relpath))
-        tmp = os.path.join(self.media_dir, f".{os.path.basename(relpath)}.tmp")
+        tmp = _layout.temp_path(path)
         options: dict[str, Any] = {"extension": "." + image.ext}
         if image.ext != "png":
             options["quality"] = self.jpeg_quality

@@ -27,6 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from . import _layout
+
 
 class Source(Protocol):
     """Where a sink rebuilds from: the journal as written so far."""
@@ -90,8 +92,7 @@ class CsvSink:
         """Publish the whole file from the journal (every row handed to the sinks so far)."""
         schema = self._source.schema()
         columns = schema.names
-        folder, base = os.path.split(self.path)
-        tmp = os.path.join(folder, f".{base}.{os.getpid()}.tmp")
+        tmp = _layout.temp_path(self.path)
         with open(tmp, "wb") as f:
             f.write(header(columns))
             for frame in self._source.frames(schema, self._source.published_end):
@@ -163,8 +164,7 @@ class ParquetSink:
             self._error = exc
 
     def _rewrite(self, schema: pa.Schema, stop: int, rows: int) -> None:
-        folder, base = os.path.split(self.path)
-        tmp = os.path.join(folder, f".{base}.{os.getpid()}.tmp")
+        tmp = _layout.temp_path(self.path)
         # Dictionary encoding only pays for text; on float columns it triples the cost.
         text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
         with pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=text or False) as writer:
