@@ -13,7 +13,7 @@ checks a row against every shape seen so far and packs a matching row with
 The check is an exact-type test per value, written out as straight-line
 code so that it costs a few nanoseconds a value instead of a loop.  Packing
 is the snapshot (values are captured at the call: a tensor is read with
-``.item()``, which on the CPU never waits for a device) and most of the
+``.tolist()``, which on the CPU never waits for a device) and most of the
 conversion: the writer joins a shape's queue into one buffer and reads it
 as a numpy record array, one C call per column, where a row of Python
 objects would cost it a conversion per value with the GIL held.  ``bytes``
