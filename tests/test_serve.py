@@ -313,6 +313,35 @@ def test_a_running_run_shows_new_rows_after_each_flush(tmp_path: Path) -> None:
         running.stop()
 
 
+def test_a_growing_run_adds_columns_and_a_remade_run_is_read_afresh(tmp_path: Path) -> None:
+    """Rows flushed later (with a new column) are appended; a run deleted and made again shows only its own rows."""
+    save_dir = tmp_path / "logs"
+    # No metrics.parquet: every chart reads the journal, as for a run whose Parquet file lags.
+    exp = test_tube.Experiment(name="live", save_dir=save_dir, record_git=False, flush_interval=3600,
+                               formats=("csv",))
+    running = Running(save_dir)
+    try:
+        for i in range(3):
+            exp.log({"loss": float(i)})
+        exp.save()
+        assert get_json(running.url + "api/series?" + q(name="live", version=0, metric="loss"))["ys"] == [0.0, 1.0, 2.0]
+        exp.log({"loss": 3.0, "acc": 0.5})
+        exp.save()
+        assert get_json(running.url + "api/series?" + q(name="live", version=0, metric="acc"))["ys"] == [0.5]
+        assert get_json(running.url + "api/series?" + q(name="live", version=0, metric="loss"))["points"] == 4
+        exp.close()
+        shutil.rmtree(save_dir / "live")
+        with test_tube.Experiment(name="live", save_dir=save_dir, record_git=False, formats=("csv",)) as again:
+            for i in range(6):
+                again.log({"loss": 10.0 + i})
+        series = get_json(running.url + "api/series?" + q(name="live", version=0, metric="loss"))
+        assert series["ys"] == [10.0 + i for i in range(6)]
+        get_json(running.url + "api/series?" + q(name="live", version=0, metric="acc"), status=404)
+    finally:
+        exp.close()
+        running.stop()
+
+
 # -- the command ------------------------------------------------------------------------------------
 
 

@@ -55,10 +55,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import _downsample, _layout
+from . import _downsample, _journal, _layout
 from ._plot import series as _metric_points
 from ._read import read
 from ._runs import FoundRun, Summary, _parquet_complete, find_runs, read_tag_texts, run_status, summarise
+from ._schema import concat
 
 #: The port ``test-tube serve`` listens on unless told otherwise (TensorBoard's 6006, plus one).
 DEFAULT_PORT = 6007
@@ -110,16 +111,26 @@ class _Lru:
         self.lock = threading.Lock()
 
     def get(self, key: K, compute: Callable[[], V]) -> V:
+        found = self.peek(key)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        value = compute()
+        self.put(key, value)
+        return value
+
+    def peek(self, key: Hashable) -> Any:
+        """The value cached under ``key``, or None."""
         with self.lock:
             if key in self.items:
                 self.items.move_to_end(key)
-                return self.items[key]  # type: ignore[no-any-return]
-        value = compute()
+                return self.items[key]
+        return None
+
+    def put(self, key: Hashable, value: Any) -> None:
         with self.lock:
             self.items[key] = value
             while len(self.items) > self.size:
                 self.items.popitem(last=False)
-        return value
 
 
 class App:
@@ -295,9 +306,36 @@ class App:
                                    lambda: summarise(run.log_dir, run.name, run.version, rank=run.rank))
 
     def _table(self, log_dir: str) -> pa.Table:
+        """Every row of a run, as :func:`read` gives them.
+
+        A run that is writing grows by journal frames: the frames after the
+        cached end are read and appended, so a live 10^7-row run costs its new
+        rows per redraw, not its whole journal.  A journal that is another file
+        now (the run was deleted and made again) or shorter is read whole.
+        """
         if not os.path.isdir(log_dir):
             raise FileNotFoundError(log_dir)
-        return self._tables.get((log_dir, _signature(log_dir)), lambda: read(log_dir))
+        journal = os.path.join(log_dir, _layout.JOURNAL)
+        try:
+            st = os.stat(journal)
+        except FileNotFoundError:  # a run of test-tube 0.7.5, or one not started yet
+            return self._tables.get((log_dir, _signature(log_dir)), lambda: read(log_dir))
+        ident = (st.st_dev, st.st_ino)
+        known = self._tables.peek(log_dir)
+        if known is not None and known[0] == ident and known[1] <= st.st_size:
+            _, start, table = known
+            if start == st.st_size:
+                return table
+            frames, end = _journal.read_frames(journal, start)
+            if frames:
+                table = concat([table, *frames])
+        else:
+            frames, end = _journal.read_frames(journal)
+            if not frames:
+                return read(log_dir)  # no complete frame yet: whatever read() finds
+            table = concat(frames)
+        self._tables.put(log_dir, (ident, end, table))
+        return table
 
     def _metric_table(self, log_dir: str, metric: str, x: str) -> pa.Table:
         """Rows holding at least ``metric`` and the x column (``step``, or ``created_at`` for time).
