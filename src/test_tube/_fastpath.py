@@ -132,13 +132,17 @@ def shape_of(row: dict[str, Any], flat: dict[str, Any], snapshots: list[Any]) ->
     ``flat`` is the row flattened (column name to logged value), ``snapshots``
     what the slow path queued for those values.
     """
-    kinds = [kind_of(raw, snapshot) for raw, snapshot in zip(flat.values(), snapshots)]
+    kinds: list[Kind] = []
+    for raw, snapshot in zip(flat.values(), snapshots):
+        kind = kind_of(raw, snapshot)
+        if kind is None:  # a string, None, an image...: the usual slow-path row, given up on at once
+            return None
+        kinds.append(kind)
     paths = paths_of(row)
     # The shape's names must be exactly the columns the slow path just typed, in order.
     if paths is None or tuple(map("/".join, paths)) != tuple(flat):
         return None
-    known = [kind for kind in kinds if kind is not None]
-    return (paths, tuple(known)) if len(known) == len(kinds) else None
+    return paths, tuple(kinds)
 
 
 def kind_of(raw: Any, snapshot: Any) -> Kind | None:
