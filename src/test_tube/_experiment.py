@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _exit, _git, _journal, _layout, _rank, _rendezvous
+from . import _exit, _git, _journal, _layout, _rank, _recovery, _rendezvous, _ring
 from ._errors import ExperimentClosedError, LogTypeError, LogValueError
 from ._fastpath import FastPath, Steps, shape_of
 from ._media import MediaEncoder
@@ -41,6 +41,7 @@ from ._rows import (
 from ._sinks import CsvSink, ParquetSink, Sink
 from ._schema import BASE_SCHEMA, concat
 from ._writer import BATCH_BYTES, Writer, writer_error
+
 
 _time_ns = time.time_ns
 _FORMATS = frozenset({"csv", "parquet"})
@@ -133,12 +134,11 @@ class Experiment:
         self._exit_timeout = exit_timeout
         self._max_rows = max_queue_rows
         self._max_bytes = max_queue_bytes
-        self._queue: deque[Any] = deque()  # rows of the slow path, and flush barriers
+        self._deferred: deque[Any] = deque()  # rows with device tensors, read by the writer
         self._steps = Steps()  # one counter orders every row, fast or slow, and gives its step
-        self._fast = FastPath(self._steps, max_queue_rows, self._log_slow)
         self._columns: dict[str, pa.DataType] = {}
         self._lock = threading.Lock()
-        self._queued_bytes = 0
+        self._image_bytes = 0
         self._media_names: set[str] = set()
         self._closed = False
         self._released = False
@@ -193,22 +193,25 @@ class Experiment:
         ) if (record_git or self.create_git_tag) else {"ok": False, "error": "not recorded (record_git=False)"}
         self._media = MediaEncoder(media_dir, workers=image_workers, jpeg_quality=jpeg_quality,
                                    on_done=self._release_bytes)
+        nslots, var_bytes = _ring.geometry(self._max_rows, self._max_bytes)
+        self._ring = _ring.Ring(_recovery.ring_path(self.log_dir), nslots, var_bytes)
+        self._fast = FastPath(self._steps, self._ring, self._log_slow, self._wait_room_for)
         sinks: list[Sink] = []
         self._writer = Writer(
             label=f"{self.name}/version_{self.version}",
-            queue=self._queue,
+            ring=self._ring,
+            steps=self._steps,
             fast=self._fast,
+            deferred=self._deferred,
             columns=self._columns,
             journal_path=journal_path,
             sinks=sinks,
             media=self._media,
             autosave=self.autosave,
             flush_interval=flush_interval,
-            max_pending_bytes=max(self._max_bytes, 64 * 2**20),
-            queued_bytes=self._queued_byte_count,
-            drain_bytes=min(BATCH_BYTES, self._max_bytes // 2),
+            max_rows=self._max_rows,
+            drain_bytes=min(BATCH_BYTES, var_bytes // 2),
             on_publish=self._on_publish,
-            on_drain=self._release_bytes,
             on_error=self._on_writer_error,
         )
         if "csv" in formats:
@@ -227,8 +230,15 @@ class Experiment:
         """Load what an earlier session of this version left (tags, step, columns); return its row count."""
         if not os.path.exists(journal_path):
             _import_legacy_csv(self.log_dir, journal_path)
-        rows = 0
         end = 0
+        if os.path.exists(journal_path):
+            for _, end in _journal.iter_frames(journal_path):
+                pass
+            if os.path.getsize(journal_path) > end:
+                os.truncate(journal_path, end)  # a torn frame from a crash
+        # Rows a killed process left in its ring, beyond the journal, join it first.
+        _recovery.recover_into_journal(self.log_dir, journal_path)
+        rows = 0
         last_step = -1
         for frame, end in _journal.iter_frames(journal_path):
             rows += frame.num_rows
@@ -238,8 +248,6 @@ class Experiment:
                 if field.name not in ("step", "created_at"):
                     old = self._columns.get(field.name)
                     self._columns[field.name] = field.type if old is None else widen(old, field.type, field.name)
-        if os.path.exists(journal_path) and os.path.getsize(journal_path) > end:
-            os.truncate(journal_path, end)  # a torn frame from a crash
         if rows:
             self._steps.continue_after(last_step)
         self.tags.update(_layout.read_tags(self.log_dir))
@@ -297,30 +305,63 @@ class Experiment:
             values.append(value)
             types.append(typ)
         image_bytes = sum(img.pixels.nbytes for _, _, img in images)
-        self._wait_for_room(text_bytes + image_bytes)
-        with self._lock:
-            self._check_usable("log")
-            changed: dict[str, pa.DataType] = {}
-            for name, typ in zip(names, types):
-                old = changed.get(name, self._columns.get(name))
-                new = typ if old is None else widen(old, typ, name)
-                if new != old:
-                    changed[name] = new
-            self._columns.update(changed)
-            seq, step = self._steps.take(step)
-            for pos, key, image in images:
-                values[pos] = self._media_name(key, image.ext, step)
-            self._queued_bytes += text_bytes + image_bytes
-            key_names = tuple(names)
-            queued: dict[Any, Any] = dict(zip(names, values))
-            queued[STEP] = step
-            queued[TIME] = now
-            queued[SEQ] = seq
-            if items:
-                queued[SHAPE] = shape_code(key_names, tuple(items))
-                self._writer.deferred_seen = True
-            # Under the lock that close() takes: the row is ahead of the final barrier, or refused.
-            self._queue.append(queued)
+        key_names = tuple(names)
+        plain = tuple(v.item() if isinstance(v, np.generic) else v for v in values)
+        # What the var record will take, with room for the step, the time and image names.
+        need = 0 if items else len(_ring.var_payload(0, 0, 0, key_names, plain)) + 64 * (len(images) + 1)
+        if need > self._ring.var_bytes // 2:
+            raise LogValueError(
+                f"log(): this row takes {need} bytes, more than half of the {self._ring.var_bytes} bytes the "
+                f"queue holds for text (max_queue_bytes); log long text in several rows or raise max_queue_bytes",
+                key=max(names, key=lambda k: len(str(values[names.index(k)]))) if names else None)
+        while True:
+            self._wait_for_room(image_bytes, need)
+            with self._lock:
+                self._check_usable("log")
+                if not self._ring.fits(need):
+                    continue  # another thread took the room: wait again
+                changed: dict[str, pa.DataType] = {}
+                for name, typ in zip(names, types):
+                    old = changed.get(name, self._columns.get(name))
+                    new = typ if old is None else widen(old, typ, name)
+                    if new != old:
+                        changed[name] = new
+                seq = -1  # none taken yet
+                try:
+                    # Nothing between taking the number and the try can raise (see _fastpath).
+                    for seq in self._steps.counter:
+                        break
+                    step = self._steps.step_for(seq, step)
+                    self._columns.update(changed)
+                    for pos, key, image in images:
+                        values[pos] = self._media_name(key, image.ext, step)
+                    if items:
+                        queued: dict[Any, Any] = dict(zip(names, values))
+                        queued[STEP] = step
+                        queued[TIME] = now
+                        queued[SEQ] = seq
+                        queued[SHAPE] = shape_code(key_names, tuple(items))
+                        self._writer.deferred_seen = True
+                        self._deferred.append(queued)
+                        kind = _ring.DEFERRED
+                    else:
+                        if images:
+                            plain = tuple(v.item() if isinstance(v, np.generic) else v for v in values)
+                        self._ring.put_var(_ring.var_payload(seq, step, now, key_names, plain))
+                        kind = _ring.SLOW
+                    self._image_bytes += image_bytes
+                except BaseException:
+                    if seq >= 0:
+                        self._skip(seq)
+                    raise
+            break
+        # The slot is written outside the lock: it may have to wait for the writer to free it.
+        try:
+            self._wait_room_for(seq)
+            self._ring.mark(seq, kind, step, now)
+        except BaseException:
+            self._skip(seq)
+            raise
         for pos, _, image in images:
             self._media.submit(values[pos], image)
         if key_names and type(metrics) is dict and not images:
@@ -355,13 +396,27 @@ class Experiment:
     def _queued_rows(self) -> int:
         return self._writer.queued_rows()
 
-    def _queued_byte_count(self) -> int:
-        return self._queued_bytes
+    @property
+    def _queued_bytes(self) -> int:
+        """Bytes of text and images submitted and not yet written."""
+        return self._image_bytes + self._writer.queued_bytes()
 
-    def _wait_for_room(self, nbytes: int) -> None:
-        while self._queued_rows() >= self._max_rows or (
-            self._queued_bytes and self._queued_bytes + nbytes > self._max_bytes
-        ):
+    def _skip(self, seq: int) -> None:
+        """Mark a sequence number whose row was not stored, now or once its slot is free."""
+        if seq < self._ring.room[0]:
+            self._ring.skip(seq)
+        else:
+            self._writer.late_skips.append(seq)
+            self._writer.wake.set()
+
+    def _wait_room_for(self, seq: int) -> None:
+        """Wait until the slot of ``seq`` is free (called by the compiled log() when the ring is full)."""
+        if seq >= self._ring.room[0]:
+            self._writer.wait_room(seq, lambda: self._check_usable("log", closing_ok=True))
+
+    def _wait_for_room(self, image_bytes: int, var_bytes: int) -> None:
+        while (self._image_bytes and self._image_bytes + image_bytes > self._max_bytes) or \
+                not self._ring.fits(var_bytes):
             self._check_usable("log")
             writer = self._writer
             writer.drained.clear()
@@ -378,15 +433,15 @@ class Experiment:
     def _release_bytes(self, nbytes: int) -> None:
         if nbytes:
             with self._lock:
-                self._queued_bytes -= nbytes
+                self._image_bytes -= nbytes
 
-    def _check_usable(self, what: str) -> None:
+    def _check_usable(self, what: str, *, closing_ok: bool = False) -> None:
         if self._pid != os.getpid():
             raise ExperimentClosedError(
                 f"{what}(): this Experiment was opened in process {self._pid}; a forked child cannot "
                 f"write to it. Log from the parent, or open an Experiment in the child."
             )
-        if self._closed:
+        if self._closed and not closing_ok:
             raise ExperimentClosedError(f"{what}(): the Experiment {self.name}/version_{self.version} is closed")
         error = self._writer.take_error()
         if error is not None:
@@ -519,7 +574,8 @@ class Experiment:
                 raise writer_error(exc, self._writer.label) from exc
         finally:
             self._media.stop()
-            self._writer.close_files()
+            # The ring goes once every row is in the journal; otherwise the next open recovers it.
+            self._writer.close_files(remove_ring=self._writer.queued_rows() == 0 and self._writer.error is None)
             os.close(self._lock_fd)
             _exit.unregister(self)
 

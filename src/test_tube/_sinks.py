@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import _layout
+from ._schema import conform
 
 
 class Source(Protocol):
@@ -109,13 +110,16 @@ class CsvSink:
 
 
 class ParquetSink:
-    """``metrics.parquet``: rewritten whole, often enough to stay at most half a run behind.
+    """``metrics.parquet``: streamed as row groups into a hidden file, published whole at ``close()``.
 
-    A flush starts a rewrite when the rows since the last rewrite reach the
-    rows the file holds, so the total work stays linear.  The rewrite streams
-    the journal on a background thread (pyarrow releases the GIL for most of
-    it), so the writer keeps draining the queue meanwhile; ``close()`` always
-    brings the file up to date.
+    While the run goes, a flush republishes the file when the rows since the
+    last publish reach the rows it holds (so it is never more than half the
+    run behind and the total work stays linear); that rewrite streams the
+    journal on a background thread (pyarrow releases the GIL for most of it).
+    Every row is also encoded once into a second, hidden file as it arrives,
+    so ``close()`` only writes the last row group and the footer and renames
+    it: its cost does not grow with the run.  A column that appears or widens
+    mid-run restarts the hidden file from the journal (a handful of times a run).
     """
 
     def __init__(self, path: str, source: Source, *, rows: int = 0) -> None:
@@ -126,9 +130,65 @@ class ParquetSink:
         self._rows = rows
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._stream: pq.ParquetWriter | None = None
+        self._stream_schema: pa.Schema | None = None
+        self._stream_rows = 0
+        self._held: list[pa.Table] = []
+        self._held_rows = 0
+        self._restarts = 0
+        self._stream_path = _layout.temp_path(os.path.join(os.path.dirname(path), "stream." + os.path.basename(path)))
 
     def write(self, table: pa.Table) -> None:
         self._rows += table.num_rows
+        if self._restarts > _MAX_RESTARTS:
+            return  # columns keep changing: close() rewrites from the journal instead
+        schema = self._source.schema()
+        if self._stream_schema is not None and not schema.equals(self._stream_schema):
+            self._drop_stream()
+            self._restarts += 1
+            if self._restarts > _MAX_RESTARTS:
+                return
+        if self._stream_schema is None:
+            # (Re)start from the journal, which already holds this table.
+            self._stream_schema = schema
+            for frame in self._source.frames(schema, self._source.published_end):
+                self._hold(frame)
+            return
+        self._hold(conform(table, schema))
+
+    def _hold(self, table: pa.Table) -> None:
+        self._held.append(table)
+        self._held_rows += table.num_rows
+        if self._held_rows >= _ROW_GROUP:
+            self._write_held()
+
+    def _write_held(self) -> None:
+        if not self._held:
+            return
+        assert self._stream_schema is not None
+        if self._stream is None:
+            self._stream = pq.ParquetWriter(self._stream_path, self._stream_schema, compression="zstd",
+                                            use_dictionary=_text_columns(self._stream_schema) or False)
+        table = pa.concat_tables(self._held) if len(self._held) > 1 else self._held[0]
+        self._held = []
+        self._stream_rows += self._held_rows
+        self._held_rows = 0
+        self._stream.write_table(table, row_group_size=max(_ROW_GROUP, table.num_rows))
+
+    def _drop_stream(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.close()
+            finally:
+                self._stream = None
+            try:
+                os.remove(self._stream_path)
+            except FileNotFoundError:
+                pass
+        self._stream_schema = None
+        self._held = []
+        self._held_rows = 0
+        self._stream_rows = 0
 
     def flush(self, wait: bool) -> None:
         if self._thread is None and self._rows - self._rows_in_file >= max(self._rows_in_file, 1):
@@ -154,8 +214,23 @@ class ParquetSink:
 
     def close(self) -> None:
         self.wait()
-        if self._rows != self._rows_in_file:
-            self._rewrite(self._source.schema(), self._source.published_end, self._rows)
+        if self._rows == self._rows_in_file:
+            self._drop_stream()
+            return
+        schema = self._source.schema()
+        if (self._stream_schema is not None and schema.equals(self._stream_schema)
+                and self._stream_rows + self._held_rows == self._rows):
+            self._write_held()
+            if self._stream is None:  # no row group yet: an empty file of this schema
+                self._stream = pq.ParquetWriter(self._stream_path, schema, compression="zstd")
+            self._stream.close()
+            self._stream = None
+            self._stream_schema = None
+            os.replace(self._stream_path, self.path)
+            self._rows_in_file = self._rows
+            return
+        self._drop_stream()
+        self._rewrite(schema, self._source.published_end, self._rows)
 
     def _rewrite_in_background(self, schema: pa.Schema, stop: int, rows: int) -> None:
         try:
@@ -165,15 +240,19 @@ class ParquetSink:
 
     def _rewrite(self, schema: pa.Schema, stop: int, rows: int) -> None:
         tmp = _layout.temp_path(self.path)
-        # Dictionary encoding only pays for text; on float columns it triples the cost.
-        text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-        with pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=text or False) as writer:
+        with pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=_text_columns(schema) or False) as writer:
             for table in _batched(self._source.frames(schema, stop)):
                 writer.write_table(table, row_group_size=_ROW_GROUP)
         os.replace(tmp, self.path)
         self._rows_in_file = rows
 
 
+def _text_columns(schema: pa.Schema) -> list[str]:
+    # Dictionary encoding only pays for text; on float columns it triples the cost.
+    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+
+
+_MAX_RESTARTS = 8
 _ROW_GROUP = 1 << 17
 
 
