@@ -212,13 +212,17 @@ class Ring:
             return done + int(np.argmin(ok))
         return done
 
-    def take(self, cursor: int, n: int) -> np.ndarray:
-        """A copy of the ``n`` slots from ``cursor`` on, as raw ``SLOT``-byte records."""
+    def take(self, cursor: int, n: int) -> list[np.ndarray]:
+        """Views of the ``n`` slots from ``cursor`` on, as raw ``SLOT``-byte records (two at the wrap).
+
+        Views, not copies: the slots stay as they are until :meth:`free`, and
+        whatever the writer builds from them copies what it keeps.
+        """
         raw = np.frombuffer(self.mm, np.dtype((np.void, SLOT)), self.nslots, self.slots_at)
         first = cursor & self.mask
         if first + n <= self.nslots:
-            return raw[first:first + n].copy()
-        return np.concatenate([raw[first:], raw[:n - (self.nslots - first)]])
+            return [raw[first:first + n]]
+        return [raw[first:], raw[:n - (self.nslots - first)]]
 
     def read_var(self, pos: int) -> tuple[Any, int]:
         """The var record at ``pos`` and the position after it (the writer knows it is whole)."""

@@ -21,7 +21,7 @@ import os
 import struct
 import threading
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -54,6 +54,10 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+#: Rows formatted at once: between two chunks the writer may free ring slots.
+CSV_CHUNK = 65_536
+
+
 class CsvSink:
     """``metrics.csv``: appended in place after each journal write, rewritten on a new column.
 
@@ -71,7 +75,15 @@ class CsvSink:
         if self._columns is None or not set(table.column_names) <= set(self._columns):
             self.rewrite()
             return
-        data = format_rows(table, self._columns)
+        for start in range(0, table.num_rows, CSV_CHUNK):
+            if start:
+                self.between()  # the writer may free ring slots before the next chunk
+            self._append(format_rows(table.slice(start, CSV_CHUNK), self._columns))
+
+    def between(self) -> None:
+        """Called between two chunks of a big write (the writer sets it)."""
+
+    def _append(self, data: memoryview) -> None:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
             try:
@@ -279,15 +291,38 @@ def header(columns: list[str]) -> bytes:
 def format_rows(table: pa.Table, columns: list[str]) -> memoryview:
     """CSV lines (no header) for ``table``, with cells in the order of ``columns``.
 
-    Each column becomes text in one vectorised step and the lines are joined in
-    Arrow, so no Python code runs per row.  The result is a view of Arrow's
-    buffer, written out without another copy.
+    Each kind of column becomes text in one vectorised step (all float columns
+    together, all int columns together) and the lines are joined in Arrow, so
+    no Python code runs per row and the number of pyarrow calls does not grow
+    with the columns: each call lets go of the GIL, and getting it back next to
+    a busy training loop takes up to the interpreter's switch interval.  The
+    result is a view of Arrow's buffer, written out without another copy.
     """
     n = table.num_rows
     if n == 0:
         return memoryview(b"")
     names = set(table.column_names)
-    texts = [_cell_text(table.column(name)) if name in names else pa.nulls(n, _TEXT) for name in columns]
+    texts: list[Any] = [None] * len(columns)
+    batched: dict[str, list[tuple[int, pa.Array]]] = {"float": [], "int": []}
+    for k, name in enumerate(columns):
+        if name not in names:
+            texts[k] = pa.nulls(n, _TEXT)
+            continue
+        column = table.column(name)
+        t = column.type
+        if pa.types.is_floating(t) and t == pa.float64():
+            batched["float"].append((k, column.combine_chunks()))
+        elif pa.types.is_integer(t):
+            batched["int"].append((k, column.combine_chunks().cast(pa.int64())))
+        else:
+            texts[k] = _cell_text(column)
+    for kind, members in batched.items():
+        if not members:
+            continue
+        joined = pa.concat_arrays([array for _, array in members]) if len(members) > 1 else members[0][1]
+        text = _float_text(joined) if kind == "float" else pc.cast(joined, _TEXT)
+        for m, (k, _) in enumerate(members):
+            texts[k] = text.slice(m * n, n)
     # The line ending goes onto the last cell (a missing one is an empty cell), so
     # one join builds the lines instead of a second pass over all of them.
     texts[-1] = pc.binary_join_element_wise(pc.fill_null(texts[-1], _EMPTY), _NEWLINE, _EMPTY)
@@ -306,8 +341,6 @@ _OFFSETS = struct.Struct("<q")
 _EMPTY = pa.scalar("", _TEXT)
 _COMMA = pa.scalar(",", _TEXT)
 _NEWLINE = pa.scalar("\n", _TEXT)
-_POINT_ZERO = pa.scalar(".0", _TEXT)
-_ZERO = pa.scalar(0.0, pa.float64())
 
 
 def _cell_text(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
@@ -337,21 +370,27 @@ def _cell_text(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
 
 
 def _float_text(column: pa.Array) -> pa.Array:
+    """Floats as Python spells them: Arrow's shortest text, with ``.0`` after a whole number.
+
+    Arrow spells 3.0 "3", which readers would take for an int.  x - trunc(x)
+    is exactly 0 for a whole finite float (nan for an infinity or nan, null for
+    null): two cheap passes find them, and only those cells are rewritten,
+    except where Arrow chose an exponent ("1e+16").
+    """
     text = pc.cast(column, _TEXT)
-    # Python spells a whole float "3.0"; Arrow spells it "3", which readers
-    # would take for an int.  x - trunc(x) is exactly 0 for a whole finite
-    # float (nan for an infinity or nan, null for null): two passes, not four.
     whole = pc.equal(pc.subtract(column, pc.trunc(column)), _ZERO)
     count = pc.sum(whole).as_py() or 0
     if not count:
         return text
-    # Where Arrow chose an exponent ("1e+16") the text gets nothing.
     if count == len(column):
         return pc.if_else(pc.match_substring(text, "e"), text, pc.binary_join_element_wise(text, _POINT_ZERO, _EMPTY))
-    # Usually a few cells: rewrite only those instead of copying every cell twice.
     cells = pc.filter(text, whole)
     fixed = pc.if_else(pc.match_substring(cells, "e"), cells, pc.binary_join_element_wise(cells, _POINT_ZERO, _EMPTY))
     return pc.replace_with_mask(text, whole, fixed)
+
+
+_POINT_ZERO = pa.scalar(".0", pa.large_string())
+_ZERO = pa.scalar(0.0, pa.float64())
 
 
 def _write_all(fd: int, data: memoryview) -> None:

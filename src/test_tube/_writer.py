@@ -62,6 +62,9 @@ DRAIN_INTERVAL = 0.1
 #: Fewer rows wait in the ring (durable already) for the flush.
 DRAIN_ROWS = 8_192
 
+#: Rows a take is capped at while a caller waits for room.
+PRESSED_TAKE = 32_768
+
 _SEQ_FIELD = pa.field("seq", pa.int64())
 
 
@@ -123,6 +126,8 @@ class Writer:
         self.cursor = 0  # every row below this sequence number is journaled
         self.var_pos = 0  # var records below this position are journaled
         self.late_skips: list[int] = []  # numbers skipped while their slot was not yet free
+        self.pressed = False  # a caller waits for room in the ring
+        self._handed: list[tuple[int, int, pa.Table]] = []  # journaled, not yet published
         self._stopping = False
         self._journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self.journal_end = os.fstat(self._journal_fd).st_size
@@ -134,6 +139,9 @@ class Writer:
         self.thread = threading.Thread(target=self._run, name=f"test_tube-writer[{label}]", daemon=True)
 
     def start(self) -> None:
+        for sink in self.sinks:
+            if hasattr(sink, "between"):
+                sink.between = self.relieve
         self.thread.start()
 
     # -- calling-thread side -------------------------------------------------
@@ -167,6 +175,7 @@ class Writer:
         room = self.ring.room
         while seq >= room[0]:
             check()  # raises the writer's error, if any
+            self.pressed = True
             self.drained.clear()
             self.wake.set()
             if not self.thread.is_alive():
@@ -261,17 +270,25 @@ class Writer:
                 barrier.done.set()
 
     def _take(self, hi: int) -> bool:
-        """Journal the run of whole slots from the cursor (up to ``hi``); True if rows were taken."""
+        """Journal the run of whole slots from the cursor (up to ``hi``); True if rows were taken.
+
+        While a caller waits for room the take is capped, so the first slots
+        are freed after a short step instead of a whole backlog's.
+        """
         ring = self.ring
         n = ring.whole_run(self.cursor, hi)
         if not n:
             return False
-        records = ring.take(self.cursor, n)
-        kinds = records.view(_ring.SLOT_DTYPE)["kind"]
+        if self.pressed:
+            n = min(n, PRESSED_TAKE)
         deferred_taken: list[Any] = []
-        var_pos = self.var_pos
         try:
-            parts, var_pos = self._convert(records, kinds, deferred_taken)
+            parts: list[pa.Table] = []
+            var_pos = self.var_pos
+            for records in ring.take(self.cursor, n):
+                kinds = records.view(_ring.SLOT_DTYPE)["kind"]
+                more, var_pos = self._convert(records, kinds, deferred_taken, var_pos)
+                parts += more
             table = _in_logging_order(parts).remove_column(0) if parts else None
             cursor = self.cursor + n
             if table is not None and table.num_rows:
@@ -284,22 +301,31 @@ class Writer:
             raise
         self.cursor = cursor
         self.var_pos = var_pos
-        ring.free(cursor if n else self.cursor, var_pos)
+        ring.free(cursor, var_pos)
         ring.room[0] = self.cursor + min(ring.nslots, self.max_rows)
         if self.late_skips:
             for seq in list(self.late_skips):
                 if seq < ring.room[0]:
                     self.late_skips.remove(seq)
                     ring.skip(seq)
+        self.pressed = False
+        self.drained.set()  # whoever waits for room goes on now, while the rows are published
         return True
 
-    def _convert(self, records: np.ndarray, kinds: np.ndarray,
-                 deferred_taken: list[Any]) -> tuple[list[pa.Table], int]:
+    def relieve(self) -> None:
+        """Between two steps of publishing: free slots first if the ring is filling up."""
+        if self.pressed or self.steps.peek() - self.cursor >= min(self.ring.nslots, self.max_rows) // 2:
+            try:
+                self._take(self.steps.peek())
+            except BaseException as exc:
+                self._fail(exc)
+
+    def _convert(self, records: np.ndarray, kinds: np.ndarray, deferred_taken: list[Any],
+                 var_pos: int) -> tuple[list[pa.Table], int]:
         """The rows of a run of slots as tables whose first column is the sequence number."""
         schema = pa.schema([_SEQ_FIELD, *self.schema()])
         shapes = self.fast.shapes
         first = int(kinds[0])
-        var_pos = self.var_pos
         if first >= 1 and (kinds == first).all():  # the usual run: one layout
             return [conform(self._from_packed(shapes[first - 1], records), schema)], var_pos
         parts: list[pa.Table] = []
@@ -383,7 +409,7 @@ class Writer:
         start = self.journal_end
         self.journal_end += sum(memoryview(p).nbytes for p in pieces)
         if self.autosave:
-            self._handed = (start, self.journal_end, table)
+            self._handed.append((start, self.journal_end, table))
         ring.write_state(_ring.State(0, cursor, var_pos, self.journal_end))
         self._unsynced = True
 
@@ -394,30 +420,41 @@ class Writer:
         if os.fstat(self._journal_fd).st_nlink == 0:
             raise FileNotFoundError(f"the journal {self.journal_path} was deleted while the run was writing it")
 
-    _handed: tuple[int, int, pa.Table] | None = None
-
     def _publish(self, *, final: bool, flush: bool, wait: bool) -> None:
-        """Hand the journaled rows not yet published to the sinks."""
-        handed, self._handed = self._handed, None
-        if self.published_end == self.journal_end:
-            new = None
-        elif handed is not None and handed[0] == self.published_end and handed[1] == self.journal_end:
-            new = handed[2]  # the one frame since the last publish: no need to read it back
-            self.published_end = self.journal_end
-        else:
-            tables, end = _journal.read_frames(self.journal_path, self.published_end)
-            self.published_end = end
-            new = concat(tables) if tables else None
+        """Hand the journaled rows not yet published to the sinks.
+
+        The tables journaled since the last publish are handed as they are when
+        they are exactly the frames since then; otherwise the frames are read back.
+        """
         errors: list[BaseException] = []
+        while True:
+            handed = self._handed
+            if self.published_end == self.journal_end:
+                self._handed = []
+                break
+            if handed and handed[0][0] == self.published_end:
+                start, end, new = handed.pop(0)
+            else:
+                self._handed = []
+                tables, end = _journal.read_frames(self.journal_path, self.published_end)
+                new = concat(tables) if tables else None
+            self.published_end = end
+            if new is None:
+                break
+            for sink in self.sinks:
+                try:
+                    sink.write(new)
+                except BaseException as exc:  # one failing sink must not stop the others
+                    errors.append(exc)
+            if errors:
+                break
         for sink in self.sinks:
             try:
-                if new is not None:
-                    sink.write(new)
                 if final:
                     sink.close()
                 elif flush:
                     sink.flush(wait)
-            except BaseException as exc:  # one failing sink must not stop the others
+            except BaseException as exc:
                 errors.append(exc)
         if errors:
             raise errors[0]
