@@ -20,7 +20,7 @@ import io
 import os
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -55,7 +55,7 @@ class Sink(Protocol):
 
 
 #: Rows formatted at once: between two chunks the writer may free ring slots.
-CSV_CHUNK = 65_536
+CSV_CHUNK = 8_192
 
 
 class CsvSink:
@@ -148,6 +148,7 @@ class ParquetSink:
         self._held: list[pa.Table] = []
         self._held_rows = 0
         self._restarts = 0
+        self.between: Callable[[], None] = _nothing  # the writer sets it: free ring slots first
         self._stream_path = _layout.temp_path(os.path.join(os.path.dirname(path), "stream." + os.path.basename(path)))
 
     def write(self, table: pa.Table) -> None:
@@ -171,7 +172,8 @@ class ParquetSink:
     def _hold(self, table: pa.Table) -> None:
         self._held.append(table)
         self._held_rows += table.num_rows
-        if self._held_rows >= _ROW_GROUP:
+        if self._held_rows >= _STREAM_GROUP:
+            self.between()
             self._write_held()
 
     def _write_held(self) -> None:
@@ -185,7 +187,7 @@ class ParquetSink:
         self._held = []
         self._stream_rows += self._held_rows
         self._held_rows = 0
-        self._stream.write_table(table, row_group_size=max(_ROW_GROUP, table.num_rows))
+        self._stream.write_table(table, row_group_size=max(_STREAM_GROUP, table.num_rows))
 
     def _drop_stream(self) -> None:
         if self._stream is not None:
@@ -259,12 +261,19 @@ class ParquetSink:
         self._rows_in_file = rows
 
 
+def _nothing() -> None:
+    pass
+
+
 def _text_columns(schema: pa.Schema) -> list[str]:
     # Dictionary encoding only pays for text; on float columns it triples the cost.
     return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
 
 
 _MAX_RESTARTS = 8
+#: Rows of a row group of the streamed file: small enough that writing one is a
+#: short step (the writer frees ring slots between steps), big enough to compress well.
+_STREAM_GROUP = 65_536
 _ROW_GROUP = 1 << 17
 
 

@@ -63,7 +63,7 @@ DRAIN_INTERVAL = 0.1
 DRAIN_ROWS = 8_192
 
 #: Rows a take is capped at while a caller waits for room.
-PRESSED_TAKE = 32_768
+PRESSED_TAKE = 16_384
 
 _SEQ_FIELD = pa.field("seq", pa.int64())
 
