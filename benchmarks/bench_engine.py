@@ -79,7 +79,7 @@ def child_e2e(n: int) -> dict[str, Any]:
         log(rows[i & 4095], step=i)
     t1, c1, p1 = time.perf_counter(), time.thread_time(), time.process_time()
     exp.close()
-    t2, c2, p2 = time.perf_counter(), time.thread_time(), time.process_time()
+    t2, p2 = time.perf_counter(), time.process_time()
     import pyarrow.parquet as pq
 
     assert pq.read_metadata(os.path.join(exp.log_dir, "metrics.parquet")).num_rows == n
