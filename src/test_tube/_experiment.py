@@ -17,10 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _exit, _git, _journal, _layout, _rank, _recovery, _rendezvous, _ring
+from . import _exit, _git, _journal, _layout, _options, _rank, _recovery, _rendezvous, _ring
 from ._errors import ExperimentClosedError, LogTypeError, LogValueError
 from ._fastpath import FastPath, Steps, shape_of
 from ._media import MediaEncoder
+from ._options import Options
 from ._read import _read_legacy_csv
 from ._rows import (
     INT64_MAX,
@@ -44,8 +45,7 @@ from ._writer import BATCH_BYTES, Writer, writer_error
 
 
 _time_ns = time.time_ns
-_FORMATS = frozenset({"csv", "parquet"})
-DEFAULT_SAVE_DIR = "test_tube_logs"
+DEFAULT_SAVE_DIR = _options.DEFAULT_SAVE_DIR
 
 
 class Experiment:
@@ -115,11 +115,17 @@ class Experiment:
         jpeg_quality: int = 90,
         record_git: bool = True,
     ) -> None:
-        _check_positional(debug=debug, autosave=autosave, create_git_tag=create_git_tag, description=description)
-        _check_options(name, version, rank, flush_interval, formats, max_queue_rows, max_queue_bytes, exit_timeout,
-                       image_workers, jpeg_quality)
+        # Validated once, here; everything below reads the frozen result.
+        options = self._options = Options.of(
+            save_dir=save_dir, name=name, debug=debug, version=version, autosave=autosave,
+            description=description, create_git_tag=create_git_tag, rank=rank, per_rank=per_rank,
+            flush_interval=flush_interval, formats=formats, max_queue_rows=max_queue_rows,
+            max_queue_bytes=max_queue_bytes, exit_timeout=exit_timeout, image_workers=image_workers,
+            jpeg_quality=jpeg_quality, record_git=record_git)
+        save_dir, version, rank = options.save_dir, options.version, options.rank
+        formats = options.formats
         self.name = name
-        self.save_dir = os.path.abspath(os.fspath(save_dir) if save_dir is not None else DEFAULT_SAVE_DIR)
+        self.save_dir = save_dir
         self.debug = bool(debug)
         # debug mode writes nothing whatever the rank, so a bad RANK variable cannot stop it
         self.rank = int(rank) if rank is not None else 0 if debug else _rank.detect_rank()
@@ -714,51 +720,6 @@ def _is_array_like(value: Any) -> bool:
 
 def _utc_text() -> str:
     return str(datetime.now(timezone.utc).replace(tzinfo=None))
-
-
-def _check_positional(*, description: Any, **flags: Any) -> None:
-    """Refuse values that show arguments given in another version's positional order.
-
-    test-tube releases put ``debug``, ``version``, ``autosave`` and
-    ``description`` in different orders; a number or text where a flag goes,
-    or a flag where the description goes, is an argument in the wrong place,
-    never to be taken silently.
-    """
-    for flag, value in flags.items():
-        if not (isinstance(value, (bool, np.bool_)) or (type(value) is int and value in (0, 1))):
-            raise TypeError(
-                f"Experiment({flag}=...) must be a bool, got {value!r}: an argument in another position? "
-                f"Positional arguments follow test-tube 0.7.5 (save_dir, name, debug, version, autosave, "
-                f"description, create_git_tag, rank); pass them by keyword"
-            )
-    if description is not None and not isinstance(description, str):
-        raise TypeError(f"Experiment(description=...) must be a str or None, got {description!r}: "
-                        f"an argument in another position? Pass it by keyword")
-
-
-def _check_options(
-    name: Any, version: Any, rank: Any, flush_interval: Any, formats: Any, max_queue_rows: Any, max_queue_bytes: Any,
-    exit_timeout: Any, image_workers: Any, jpeg_quality: Any,
-) -> None:
-    if not isinstance(name, str) or not name or os.sep in name or name in (".", ".."):
-        raise ValueError(f"Experiment(name=...) must be a non-empty folder name, got {name!r}")
-    if version is not None and (type(version) is bool or not isinstance(version, (int, np.integer)) or version < 0):
-        raise ValueError(f"Experiment(version=...) must be None or an int >= 0, got {version!r}")
-    if rank is not None and (type(rank) is bool or not isinstance(rank, (int, np.integer)) or rank < 0):
-        raise ValueError(f"Experiment(rank=...) must be None or an int >= 0, got {rank!r}")
-    if not flush_interval > 0:
-        raise ValueError(f"flush_interval must be > 0 seconds, got {flush_interval!r}")
-    unknown = set(formats) - _FORMATS
-    if unknown:
-        raise ValueError(f"formats: unknown {sorted(unknown)}; choose from {sorted(_FORMATS)}")
-    if max_queue_rows < 1 or max_queue_bytes < 1:
-        raise ValueError("max_queue_rows and max_queue_bytes must be >= 1")
-    if not exit_timeout > 0:
-        raise ValueError(f"exit_timeout must be > 0 seconds, got {exit_timeout!r}")
-    if image_workers < 1:
-        raise ValueError(f"image_workers must be >= 1, got {image_workers!r}")
-    if not 1 <= jpeg_quality <= 95:
-        raise ValueError(f"jpeg_quality must be in 1..95, got {jpeg_quality!r}")
 
 
 _warmed = False
