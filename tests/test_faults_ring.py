@@ -247,3 +247,35 @@ def test_a_ring_with_a_torn_and_a_stale_record_is_recovered_up_to_its_whole_reco
     assert table.column("s").to_pylist() == [None, None, None, "text"]
     created = table.column("created_at").cast("int64").to_numpy()
     assert (created == np.array([16, 17, 18, 19])).all()  # ns 16_000 is 16 µs
+
+
+SELF_KILL = ROWS + """
+root, n = sys.argv[1], int(sys.argv[2])
+exp = Experiment(name="z", save_dir=root, record_git=False, flush_interval=3600)
+for j in range(n):
+    row, step = trow(0, j)
+    row["t"] = 0
+    exp.log(row, step=step)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_after_a_kill_runs_and_the_command_line_see_every_row(tmp_path: Path) -> None:
+    """runs(), test-tube show and test-tube tail of a killed run count and print its ring's rows."""
+    import subprocess
+    import sys
+
+    n = 3000
+    proc = run(script(tmp_path, SELF_KILL), tmp_path, n, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    log_dir = tmp_path / "z" / "version_0"
+    assert (log_dir / "_ring.tt").exists()
+    assert check_threads(test_tube.read(log_dir), [n, 0]) == [n, 0]
+    table = test_tube.runs(tmp_path)
+    assert table.column("rows").to_pylist() == [n] and table.column("status").to_pylist() == ["crashed"]
+    cli = [sys.executable, "-c", "import sys; from test_tube._cli import main; sys.exit(main())"]
+    tail = subprocess.run([*cli, "tail", str(log_dir), "--rows", "2"], capture_output=True, text=True, timeout=60)
+    last_j = f"{n - 1}"
+    assert last_j in tail.stdout.splitlines()[-1], tail.stdout + tail.stderr
+    show = subprocess.run([*cli, "show", str(log_dir)], capture_output=True, text=True, timeout=60)
+    assert str(n) in show.stdout, show.stdout + show.stderr

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _journal, _layout, _runs, _table
+from . import _journal, _layout, _recovery, _runs, _table
 from ._experiment import DEFAULT_SAVE_DIR
 from ._read import read
 from ._runs import find_runs, rank_dirs, read_tag_texts, run_identity, run_status, runs
@@ -554,6 +554,10 @@ def cmd_tail(args: argparse.Namespace) -> int:
             printer.print(table)
         first = False
         if status != "running":
+            # A run that died without closing: the rows its ring still holds come last.
+            left = _recovery.ring_table(log_dir)
+            if left is not None:
+                printer.print(left)
             break
         time.sleep(args.interval)
     if status in ("finished", "unknown"):

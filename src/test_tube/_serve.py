@@ -55,7 +55,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import _downsample, _journal, _layout
+from . import _downsample, _journal, _layout, _recovery
 from ._plot import series as _metric_points
 from ._read import read
 from ._runs import FoundRun, Summary, _parquet_complete, find_runs, read_tag_texts, run_status, summarise
@@ -316,6 +316,8 @@ class App:
         if not os.path.isdir(log_dir):
             raise FileNotFoundError(log_dir)
         journal = os.path.join(log_dir, _layout.JOURNAL)
+        if os.path.exists(_recovery.ring_path(log_dir)) and _recovery.ring_table(log_dir) is not None:
+            return read(log_dir)  # a run that died without closing: its ring's rows too
         try:
             st = os.stat(journal)
         except FileNotFoundError:  # a run of test-tube 0.7.5, or one not started yet
