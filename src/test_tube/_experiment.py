@@ -15,14 +15,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from . import _exit, _git, _journal, _layout, _options, _rank, _recovery, _rendezvous, _ring
+from . import _exit, _git, _journal, _layout, _options, _rank, _ring
 from ._errors import ExperimentClosedError, LogTypeError, LogValueError
 from ._fastpath import FastPath, Steps, shape_of
 from ._media import MediaEncoder
 from ._options import Options
-from ._read import _read_legacy_csv
+from ._run_folder import Recovered, RunFolder
 from ._rows import (
     INT64_MAX,
     INT64_MIN,
@@ -151,31 +150,20 @@ class Experiment:
         self._pid = os.getpid()
         self._tags_dirty = False
         self._failed = False
-        exp_dir = _layout.experiment_dir(self.save_dir, name)
         if self._inert:
-            self.version = version if version is not None else _layout.next_version(exp_dir)
-            self.log_dir = _layout.version_dir(self.save_dir, name, self.version)
+            self._folder = RunFolder.where(self.save_dir, name, version)
+            self.version, self.log_dir = self._folder.version, self._folder.log_dir
             # A plain function in the instance: a rank above 0 pays one call per log().
             self.__dict__["log"] = _inert_log
             return
 
         _warm_up()
-        if self.per_rank:
-            self.version = version if version is not None else _rendezvous.shared_version(exp_dir, self.rank)
-            self.log_dir = os.path.join(_layout.version_dir(self.save_dir, name, self.version), f"rank_{self.rank}")
-            os.makedirs(self.log_dir, exist_ok=True)
-        elif version is None:
-            self.version = _layout.claim_version(exp_dir)
-            self.log_dir = _layout.version_dir(self.save_dir, name, self.version)
-        else:
-            self.version = version
-            self.log_dir = _layout.version_dir(self.save_dir, name, self.version)
-            os.makedirs(self.log_dir, exist_ok=True)
-        self._lock_fd = _layout.lock(self.log_dir)
+        self._folder = RunFolder.claim(self.save_dir, name, version, rank=self.rank, per_rank=self.per_rank)
+        self.version, self.log_dir = self._folder.version, self._folder.log_dir
         try:
             self._open(formats, flush_interval, image_workers, jpeg_quality, record_git)
         except BaseException:
-            os.close(self._lock_fd)
+            self._folder.release()
             raise
         # The compiled fast path becomes this Experiment's log(); the method below
         # documents it and serves debug mode.
@@ -188,19 +176,17 @@ class Experiment:
         self, formats: tuple[str, ...] | list[str], flush_interval: float, image_workers: int, jpeg_quality: int,
         record_git: bool,
     ) -> None:
-        media_dir = os.path.join(self.log_dir, _layout.MEDIA)
-        os.makedirs(media_dir, exist_ok=True)
-        journal_path = os.path.join(self.log_dir, _layout.JOURNAL)
-        existing = self._recover(journal_path, media_dir)
+        folder = self._folder
+        existing = self._resume(folder.recover())
         self._git = _git.snapshot(
             os.getcwd(),
             tag_name=f"tt_{self.name}_v{self.version}" if self.create_git_tag else None,
             message=f"Test tube exp: {self.name}" + (f" - {self.description}" if self.description else ""),
         ) if (record_git or self.create_git_tag) else {"ok": False, "error": "not recorded (record_git=False)"}
-        self._media = MediaEncoder(media_dir, workers=image_workers, jpeg_quality=jpeg_quality,
+        self._media = MediaEncoder(folder.media, workers=image_workers, jpeg_quality=jpeg_quality,
                                    on_done=self._release_bytes)
         nslots, var_bytes = _ring.geometry(self._max_rows, self._max_bytes)
-        self._ring = _ring.Ring(_recovery.ring_path(self.log_dir), nslots, var_bytes)
+        self._ring = _ring.Ring(folder.ring, nslots, var_bytes)
         self._fast = FastPath(self._steps, self._ring, self._log_slow, self._wait_room_for)
         sinks: list[Sink] = []
         self._writer = Writer(
@@ -210,7 +196,7 @@ class Experiment:
             fast=self._fast,
             deferred=self._deferred,
             columns=self._columns,
-            journal_path=journal_path,
+            journal_path=folder.journal,
             sinks=sinks,
             media=self._media,
             autosave=self.autosave,
@@ -221,49 +207,29 @@ class Experiment:
             on_error=self._on_writer_error,
         )
         if "csv" in formats:
-            sinks.append(CsvSink(os.path.join(self.log_dir, _layout.CSV), self._writer))
+            sinks.append(CsvSink(folder.csv, self._writer))
         if "parquet" in formats:
-            sinks.append(ParquetSink(os.path.join(self.log_dir, _layout.PARQUET), self._writer, rows=existing))
+            sinks.append(ParquetSink(folder.parquet, self._writer, rows=existing))
         if existing:
             # Resuming: rebuild the published files from the journal once,
             # whatever a crash left them as.
             for sink in sinks:
                 sink.close()
         self._write_meta("running")
-        _layout.write_tags(self.log_dir, {k: _layout.tag_text(v) for k, v in self.tags.items()})
+        folder.write_tags(self.tags)
 
-    def _recover(self, journal_path: str, media_dir: str) -> int:
-        """Load what an earlier session of this version left (tags, step, columns); return its row count."""
-        if not os.path.exists(journal_path):
-            _import_legacy_csv(self.log_dir, journal_path)
-        end = 0
-        if os.path.exists(journal_path):
-            for _, end in _journal.iter_frames(journal_path):
-                pass
-            if os.path.getsize(journal_path) > end:
-                os.truncate(journal_path, end)  # a torn frame from a crash
-        # Rows a killed process left in its ring, beyond the journal, join it first.
-        _recovery.recover_into_journal(self.log_dir, journal_path)
-        rows = 0
-        last_step = -1
-        for frame, end in _journal.iter_frames(journal_path):
-            rows += frame.num_rows
-            if frame.num_rows:
-                last_step = frame.column("step")[-1].as_py()
-            for field in frame.schema:
-                if field.name not in ("step", "created_at"):
-                    old = self._columns.get(field.name)
-                    self._columns[field.name] = field.type if old is None else widen(old, field.type, field.name)
-        if rows:
-            self._steps.continue_after(last_step)
-        self.tags.update(_layout.read_tags(self.log_dir))
-        old = _layout.read_meta(self.log_dir)
-        if old.get("created_at"):
-            self.created_at = old["created_at"]
-        if self.description is None and old.get("description") is not None:
-            self.description = old["description"]
-        self._media_names.update(os.listdir(media_dir))
-        return rows
+    def _resume(self, found: Recovered) -> int:
+        """Take up what earlier sessions of this version left (tags, step, columns); return its row count."""
+        self._columns.update(found.columns)
+        if found.rows:
+            self._steps.continue_after(found.last_step)
+        self.tags.update(found.tags)
+        if found.meta.get("created_at"):
+            self.created_at = found.meta["created_at"]
+        if self.description is None and found.meta.get("description") is not None:
+            self.description = found.meta["description"]
+        self._media_names.update(found.media_names)
+        return found.rows
 
     # -- the hot path ----------------------------------------------------------
 
@@ -582,16 +548,16 @@ class Experiment:
             self._media.stop()
             # The ring goes once every row is in the journal; otherwise the next open recovers it.
             self._writer.close_files(remove_ring=self._writer.queued_rows() == 0 and self._writer.error is None)
-            os.close(self._lock_fd)
+            self._folder.release()
             _exit.unregister(self)
 
     def _on_publish(self) -> None:
         """Called by the writer after each flush: refresh the metadata files (the heartbeat)."""
         with self._lock:
             dirty, self._tags_dirty = self._tags_dirty, False
-            tags = {k: _layout.tag_text(v) for k, v in self.tags.items()} if dirty else None
+            tags = dict(self.tags) if dirty else None
         if tags is not None:
-            _layout.write_tags(self.log_dir, tags)
+            self._folder.write_tags(tags)
         if not self._closed:
             self._write_meta("running")
 
@@ -616,17 +582,14 @@ class Experiment:
             "flush_interval": self._writer.flush_interval,
             "git": self._git,
         }
-        _layout.write_meta(self.log_dir, meta)
+        self._folder.write_meta(meta)
 
     def _after_fork_in_child(self) -> None:
         self._fast.open = False
         self._lock = threading.Lock()
         self._writer.after_fork_in_child()
         self._media.after_fork_in_child()
-        try:
-            os.close(self._lock_fd)  # the parent keeps the lock; closing our copy does not drop it
-        except OSError:
-            pass
+        self._folder.after_fork_in_child()
 
     def get_data_path(self, exp_name: str, exp_version: int) -> str:
         """The version folder of ``exp_name``/``exp_version`` under this save_dir."""
@@ -657,37 +620,6 @@ class Experiment:
     def __repr__(self) -> str:
         state = "debug" if self.debug else "inert" if self._inert else "closed" if self._closed else "open"
         return f"<Experiment {self.name!r} version={self.version} {state} log_dir={self.log_dir!r}>"
-
-
-def _import_legacy_csv(log_dir: str, journal_path: str) -> None:
-    """Carry the rows of a version written by the original test-tube into a new journal.
-
-    Without this, resuming such a version would publish a metrics.csv holding
-    only the new rows.  The original had no ``step`` column: the row index is used.
-    """
-    csv_path = os.path.join(log_dir, _layout.CSV)
-    if not os.path.exists(csv_path):
-        return
-    table = _read_legacy_csv(csv_path)
-    if table.num_rows == 0:
-        return
-    n = table.num_rows
-    step = table.column("step").cast(pa.int64()) if "step" in table.column_names else pa.array(range(n), pa.int64())
-    created = table.column("created_at") if "created_at" in table.column_names else pa.nulls(n, pa.string())
-    if not pa.types.is_timestamp(created.type):
-        created = pc.strptime(created.cast(pa.string()), "%Y-%m-%d %H:%M:%S.%f", "us", error_is_null=True)
-    created = pc.assume_timezone(created.cast(pa.timestamp("us")), "UTC")
-    arrays, names = [step, created], ["step", "created_at"]
-    for name in table.column_names:
-        if name not in ("step", "created_at"):
-            column = table.column(name)
-            if pa.types.is_string(column.type) or pa.types.is_null(column.type):
-                column = column.cast(STR if pa.types.is_string(column.type) else pa.null())
-            arrays.append(column)
-            names.append(name)
-    pieces = _journal.encode(pa.Table.from_arrays(arrays, names=names))
-    data = b"".join(bytes(memoryview(p)) for p in pieces)
-    _layout.publish(journal_path, data)
 
 
 def _inert_log(metrics: Any, step: Any = None, *, global_step: Any = None) -> None:

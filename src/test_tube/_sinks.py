@@ -56,6 +56,7 @@ class Sink(Protocol):
 
 #: Rows formatted at once: between two chunks the writer may free ring slots.
 CSV_CHUNK = 8_192
+CSV_CHUNK_CALM = 131_072
 
 
 class CsvSink:
@@ -75,13 +76,22 @@ class CsvSink:
         if self._columns is None or not set(table.column_names) <= set(self._columns):
             self.rewrite()
             return
-        for start in range(0, table.num_rows, CSV_CHUNK):
+        start = 0
+        while start < table.num_rows:
             if start:
                 self.between()  # the writer may free ring slots before the next chunk
-            self._append(format_rows(table.slice(start, CSV_CHUNK), self._columns))
+            # Short chunks while the ring fills up (a caller may be waiting for room), long ones
+            # otherwise: each chunk costs a fixed number of GIL hand-offs.
+            size = CSV_CHUNK if self.urgent() else CSV_CHUNK_CALM
+            self._append(format_rows(table.slice(start, size), self._columns))
+            start += size
 
     def between(self) -> None:
         """Called between two chunks of a big write (the writer sets it)."""
+
+    def urgent(self) -> bool:
+        """Whether the ring is filling up (the writer sets it)."""
+        return False
 
     def _append(self, data: memoryview) -> None:
         try:

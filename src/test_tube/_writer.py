@@ -142,6 +142,8 @@ class Writer:
         for sink in self.sinks:
             if hasattr(sink, "between"):
                 sink.between = self.relieve
+            if hasattr(sink, "urgent"):
+                sink.urgent = self.urgent
         self.thread.start()
 
     # -- calling-thread side -------------------------------------------------
@@ -312,9 +314,13 @@ class Writer:
         self.drained.set()  # whoever waits for room goes on now, while the rows are published
         return True
 
+    def urgent(self) -> bool:
+        """Whether the ring is filling up: a caller waits for room, or half of it is taken."""
+        return self.pressed or self.steps.peek() - self.cursor >= min(self.ring.nslots, self.max_rows) // 2
+
     def relieve(self) -> None:
         """Between two steps of publishing: free slots first if the ring is filling up."""
-        if self.pressed or self.steps.peek() - self.cursor >= min(self.ring.nslots, self.max_rows) // 2:
+        if self.urgent():
             try:
                 self._take(self.steps.peek())
             except BaseException as exc:
