@@ -160,12 +160,26 @@ def read_meta(log_dir: str) -> dict[str, Any]:
 
 def write_tags(log_dir: str, tags: Mapping[str, Any]) -> None:
     """Publish ``meta_tags.csv``: header ``key,value``, values as text, in insertion order."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["key", "value"])
-    for key, value in tags.items():
-        w.writerow([key, value])
-    publish(os.path.join(log_dir, TAGS), buf.getvalue().encode(), fsync=False)
+    lines = [csv_line(["key", "value"]), *(csv_line([key, value]) for key, value in tags.items())]
+    publish(os.path.join(log_dir, TAGS), "".join(lines).encode(), fsync=False)
+
+
+def csv_line(fields: list[str]) -> str:
+    """One CSV line ending in ``\\n``; a field holding ``,``, ``"``, ``\\r`` or ``\\n`` is quoted.
+
+    The csv module leaves a lone ``\\r`` unquoted when the line ends in
+    ``\\n``, and readers (pandas, csv.reader) take it for a line break.
+    """
+    return ",".join(_quoted(f) for f in fields) + "\n"
+
+
+def _quoted(field: str) -> str:
+    if _NEEDS_QUOTES.search(field):
+        return '"' + field.replace('"', '""') + '"'
+    return field
+
+
+_NEEDS_QUOTES = re.compile('[,"\r\n]')
 
 
 def read_tags(log_dir: str) -> dict[str, Any]:
