@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _exit, _git, _journal, _layout, _rank, _rendezvous
+from . import _exit, _git, _journal, _layout, _rank, _recovery, _rendezvous
 from ._errors import ExperimentClosedError, LogTypeError, LogValueError
 from ._fastpath import FastPath, Steps, shape_of
 from ._media import MediaEncoder
@@ -226,6 +226,8 @@ class Experiment:
 
     def _recover(self, journal_path: str, media_dir: str) -> int:
         """Load what an earlier session of this version left (tags, step, columns); return its row count."""
+        # First, so that no published file is rebuilt from a journal that holds fewer rows than it.
+        _recovery.repair_before_resume(self.log_dir)
         if not os.path.exists(journal_path):
             _import_legacy_csv(self.log_dir, journal_path)
         rows = 0

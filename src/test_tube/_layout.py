@@ -28,7 +28,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from ._errors import VersionInUseError
+from ._errors import DamagedRunError, VersionInUseError
 
 META = "meta.experiment"
 TAGS = "meta_tags.csv"
@@ -149,12 +149,21 @@ def write_meta(log_dir: str, meta: Mapping[str, Any]) -> None:
 
 
 def read_meta(log_dir: str) -> dict[str, Any]:
-    """The metadata of a version; an empty dict when there is none."""
+    """The metadata of a version; an empty dict when there is none.
+
+    Raises ``DamagedRunError`` naming the file when it cannot be parsed (cut
+    short, bytes changed, nested too deep for the parser).
+    """
+    path = os.path.join(log_dir, META)
     try:
-        with open(os.path.join(log_dir, META), encoding="utf-8") as f:
-            meta = json.load(f)
+        with open(path, "rb") as f:
+            meta = json.loads(f.read())
     except FileNotFoundError:
         return {}
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DamagedRunError(f"{path} is damaged: {type(exc).__name__}: {str(exc)[:200]}; move it away to "
+                              f"resume this version (it holds only metadata: created_at, description, status)",
+                              path=path) from None
     return meta if isinstance(meta, dict) else {}
 
 
@@ -188,16 +197,28 @@ def read_tags(log_dir: str) -> dict[str, Any]:
     Values are parsed back with ``ast.literal_eval`` where that works (numbers,
     booleans, lists), and kept as text otherwise, as Lightning does.
     """
-    try:
-        with open(os.path.join(log_dir, TAGS), encoding="utf-8", newline="") as f:
-            rows = list(csv.reader(f))
-    except FileNotFoundError:
-        return {}
+    rows = read_tag_rows(log_dir)
     tags: dict[str, Any] = {}
     for row in rows[1:]:
         if len(row) >= 2:
             tags[row[0]] = parse_tag(row[1])
     return tags
+
+
+def read_tag_rows(log_dir: str) -> list[list[str]]:
+    """The rows of ``meta_tags.csv`` (header first); none when there is no such file.
+
+    Raises ``DamagedRunError`` naming the file when it is not UTF-8 CSV.
+    """
+    path = os.path.join(log_dir, TAGS)
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return list(csv.reader(f))
+    except FileNotFoundError:
+        return []
+    except (ValueError, csv.Error) as exc:
+        raise DamagedRunError(f"{path} is damaged: {type(exc).__name__}: {str(exc)[:200]}; move it away to "
+                              f"resume this version (it holds the tags)", path=path) from None
 
 
 def parse_tag(text: str) -> Any:

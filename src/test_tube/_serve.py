@@ -169,7 +169,9 @@ class App:
                 "name": found.name,
                 "version": found.version,
                 "rank": found.rank,
-                "status": run_status(summary.meta),  # not cached: a running run may have died
+                # not cached: a running run may have died
+                "status": "damaged" if summary.damage else run_status(summary.meta),
+                "damage": summary.damage,
                 "rows": summary.rows,
                 "last_step": summary.last_step,
                 "created_at": summary.meta.get("created_at"),
