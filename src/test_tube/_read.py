@@ -52,6 +52,8 @@ def read(log_dir: str | os.PathLike[str]) -> pa.Table:
 
 def _table(log_dir: str, journal: str, frames: list[pa.Table]) -> pa.Table:
     if frames:
+        if not all(t.schema.names[:2] == _BASE for t in frames):
+            _recovery.check_frames(_journal.scan(journal).frames, journal)  # raises DamagedRunError naming it
         try:
             return concat(frames)
         except (pa.ArrowTypeError, pa.ArrowInvalid):
@@ -64,6 +66,9 @@ def _table(log_dir: str, journal: str, frames: list[pa.Table]) -> pa.Table:
     if os.path.exists(legacy) and not os.path.exists(journal):
         return _read_legacy_csv(legacy)
     return empty_table()
+
+
+_BASE = ["step", "created_at"]
 
 
 def _suspect(journal: str, end: int, frames: list[pa.Table]) -> bool:

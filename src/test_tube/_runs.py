@@ -315,6 +315,8 @@ def summarise(log_dir: str, name: str | None = None, version: int | None = None,
         summary.tags = read_tag_texts(log_dir)
     except (OSError, DamagedRunError) as exc:
         damage.append(str(exc))
+        warnings.warn(f"test_tube.runs(): unreadable {_layout.TAGS} in {log_dir}: {exc}", RuntimeWarning,
+                      stacklevel=3)
     if damage:
         summary.damage = damage[0]
         summary.status = "damaged"

@@ -188,7 +188,10 @@ class App:
         try:
             meta = _layout.read_meta(log_dir)
             tags = read_tag_texts(log_dir)
-            table = self._table(log_dir)
+            try:
+                table = self._table(log_dir)
+            except (pa.ArrowTypeError, pa.ArrowInvalid):
+                table = read(log_dir)  # raises DamagedRunError naming the journal, for the page to show
             media = self._media(log_dir, table)
         except FileNotFoundError:
             raise _gone(_run_id(found)) from None
