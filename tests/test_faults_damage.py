@@ -221,7 +221,7 @@ def test_a_damaged_run_is_listed_as_damaged_and_the_others_as_usual(tmp_path: Pa
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """runs(), `test-tube ls` and /api/runs list it as damaged; read()/reopen/show raise our error naming the file."""
     save_dir = tmp_path / "logs"
-    good = build(save_dir, "good", frames=2, per_frame=3)
+    build(save_dir, "good", frames=2, per_frame=3)
     bad = build(save_dir, "bad", frames=2, per_frame=3)
     file, damage = BROKEN[case]
     damage(bad / file)

@@ -419,3 +419,95 @@ def test_the_automatic_step_after_int64_max_is_named_and_does_not_creep(tmp_path
     exp.log({"v": 4.0}, step=5)
     exp.log({"v": 5.0})
     assert _values(exp)["step"] == [2**63 - 1, 5, 6]
+
+
+# -- the property: random bad input is refused at the call or read back everywhere ----------
+
+# Every code point, lone surrogates and control characters included.
+ANY_CHAR = st.characters(min_codepoint=0, max_codepoint=0x10FFFF, blacklist_categories=())
+KEYS = st.one_of(
+    st.text(ANY_CHAR, min_size=0, max_size=8),
+    st.text("ab\r\n\t\0,\"' /\udc80é😀", min_size=1, max_size=6),
+    st.sampled_from(["step", "created_at", "x_png", "a/b"]),
+    st.text("kK_", min_size=200, max_size=400),  # long names
+)
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),  # huge ints, beyond int64 and beyond 2**53
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(ANY_CHAR, max_size=12),
+)
+
+
+@st.composite
+def bad_runs(draw: st.DrawFn) -> list[dict[str, Any]]:
+    keys = draw(st.lists(KEYS, min_size=1, max_size=4, unique=True))
+    # A few keys, random value kinds per row: the type of a key changes under it.
+    return draw(st.lists(st.dictionaries(st.sampled_from(keys), VALUES, min_size=1, max_size=4),
+                         min_size=1, max_size=8))
+
+
+def _expected(accepted: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Each column as read() should give it: ints widened to floats where a float came too."""
+    names = list(dict.fromkeys(k for r in accepted for k in r))
+    columns: dict[str, list[Any]] = {}
+    for name in names:
+        values = [r.get(name) for r in accepted]
+        kinds = {type(v) for v in values if v is not None}
+        if kinds == {int, float}:
+            values = [None if v is None else float(v) for v in values]
+        columns[name] = values
+    return columns
+
+
+def _csv_text(value: Any) -> str:
+    if value is None:
+        return ""
+    return str(value)
+
+
+@settings(max_examples=count(40, 400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bad_runs(), st.booleans())
+def test_random_bad_input_is_refused_at_the_call_or_read_back_by_every_reader(
+        rows: list[dict[str, Any]], save_between: bool) -> None:
+    """Either log() raises naming the key, or read(), pandas on metrics.csv and Polars on metrics.parquet give it back."""
+    import pandas as pd
+    import polars as pl
+
+    folder = tempfile.mkdtemp(prefix="tt-bad-")
+    exp = test_tube.Experiment(name="h", save_dir=folder, record_git=False)
+    try:
+        accepted: list[dict[str, Any]] = []
+        for r in rows:
+            try:
+                exp.log(r)
+            except (LogTypeError, LogValueError) as exc:
+                assert exc.key in r, (exc.key, r)  # a clear error naming the key, at the call
+                assert repr(exc.key) in str(exc)
+                continue
+            accepted.append(r)
+            if save_between:
+                exp.save()  # one journal frame per row: type changes cross frames
+        exp.close()  # never an error later
+        want = _expected(accepted)
+        data = test_tube.read(exp.log_dir).to_pydict()
+        assert list(data)[2:] == list(want)
+        for name, values in want.items():
+            assert all(same(a, b) for a, b in zip(data[name], values)), (name, data[name], values)
+        parquet = pl.read_parquet(Path(exp.log_dir) / "metrics.parquet")
+        assert parquet.columns[2:] == list(want) and parquet.height == len(accepted)
+        for name, values in want.items():
+            assert all(same(a, b) for a, b in zip(parquet[name].to_list(), values)), (name, values)
+        frame = pd.read_csv(Path(exp.log_dir) / "metrics.csv", dtype=str, keep_default_na=False)
+        assert list(frame.columns)[2:] == list(want) and len(frame) == len(accepted)
+        for name, values in want.items():
+            for cell, value in zip(frame[name].tolist(), values):
+                if isinstance(value, float):
+                    assert same(float(cell), value), (name, cell, value)
+                else:
+                    assert cell == _csv_text(value), (name, cell, value)
+        pd.read_csv(Path(exp.log_dir) / "metrics.csv")  # with type inference too
+    finally:
+        exp.close()
+        shutil.rmtree(folder, ignore_errors=True)

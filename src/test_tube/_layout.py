@@ -20,7 +20,6 @@ from __future__ import annotations
 import ast
 import csv
 import fcntl
-import io
 import json
 import os
 import re

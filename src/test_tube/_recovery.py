@@ -228,7 +228,7 @@ def running(log_dir: str) -> bool:
         meta = _layout.read_meta(log_dir)
     except DamagedRunError:
         return True  # cannot tell: a tear is not reported as damage
-    return meta.get("status", "running") == "running"
+    return bool(meta.get("status", "running") == "running")
 
 
 def _micros(column: pa.ChunkedArray | pa.Array) -> list[Any]:
@@ -260,8 +260,8 @@ def _longest_published(log_dir: str, schema: pa.Schema | None, beyond: int) -> t
 
 def _has_base(table: pa.Table) -> bool:
     names = table.column_names
-    return names[:2] == ["step", "created_at"] and pa.types.is_integer(table.schema.field(0).type) \
-        and pa.types.is_timestamp(table.schema.field(1).type)
+    return bool(names[:2] == ["step", "created_at"] and pa.types.is_integer(table.schema.field(0).type)
+                and pa.types.is_timestamp(table.schema.field(1).type))
 
 
 def _line_count(path: str) -> int:
@@ -300,7 +300,7 @@ def _read_csv(path: str, schema: pa.Schema | None) -> pa.Table | None:
 
 
 def _names_ok(table: pa.Table) -> bool:
-    return table.column_names[:2] == ["step", "created_at"] and table.schema.field(0).type == pa.int64()
+    return bool(table.column_names[:2] == ["step", "created_at"] and table.schema.field(0).type == pa.int64())
 
 
 def _journal_from_published(log_dir: str, journal: str) -> None:

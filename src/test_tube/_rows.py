@@ -141,7 +141,7 @@ def check_key(key: object) -> str:
             f"log(): keys must be str, got {type(key).__name__} {key!r}", key=key, value_type=type(key)
         )
     if not key:
-        raise LogValueError("log(): keys must not be empty", key=key)
+        raise LogValueError("log(): keys must not be empty (got '')", key=key)
     if not key.isascii():
         check_text("log()", key, key, what="key")
     if key in RESERVED:
