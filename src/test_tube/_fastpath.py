@@ -102,8 +102,11 @@ class Steps:
         if step is None:
             step = seq + self.offset[0]
             if step > INT64_MAX:
+                # Give the sequence number back, so the next try names the same step (no creeping).
+                self.offset[0] -= 1
                 raise LogValueError(
-                    f"log(): the automatic step would be {step}, beyond a 64-bit integer; pass step=", key="step")
+                    f"log(): the automatic step would be {step} (one after the last step, {step - 1}), "
+                    f"beyond a 64-bit integer; pass step=", key="step")
             return seq, step
         self.offset[0] = step - seq
         return seq, step
@@ -306,7 +309,7 @@ class FastPath:
                                     try:
                                         append_0(pack_0(s, s + offset[0], time_ns(), v0, v1))
                                     except struct_error:
-                                        pass
+                                        offset[0] -= 1
                                     else:
                                         return
                                 if type(step) is int:
@@ -384,8 +387,8 @@ class FastPath:
             "    s = next(counter)",
             "    try:",  # costs nothing unless raised
             f"        append_{i}(pack_{i}(s, s + offset[0], time_ns(), {values}))",
-            "    except struct_error:",  # the step went past 64 bits: the slow path says so
-            "        pass",
+            "    except struct_error:",  # past 64 bits: give the number back; the slow path says so
+            "        offset[0] -= 1",
             "    else:",
             "        return",
             "if type(step) is int:",

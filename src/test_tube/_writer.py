@@ -116,6 +116,7 @@ class Writer:
         self.barriers_pending = 0
         self._barrier_lock = threading.Lock()
         self.deferred_seen = False  # set once a row with tensors was queued
+        self.lost_rows = 0  # rows dropped by a batch that could not be converted
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
         self._pending_bytes = 0
@@ -244,6 +245,8 @@ class Writer:
             try:
                 table = self._convert(items, packed)
             except BaseException as exc:
+                # These rows are gone: counted, so close() and the exit warning can say so.
+                self.lost_rows += len(items) + sum(len(data) // shape.packer.size for shape, data in packed)
                 # Whoever waits on these barriers hears of it now, instead of waiting forever.
                 for barrier in barriers:
                     barrier.error = exc
