@@ -739,7 +739,8 @@ def test_public_names_are_pinned() -> None:
     """The public surface is exactly what __all__ lists."""
     assert test_tube.__all__ == sorted(test_tube.__all__)
     assert set(test_tube.__all__) == {
-        "Experiment", "ExperimentClosedError", "FinalFlushWarning", "GitSnapshotWarning",
+        "DamagedRunError", "DamagedRunWarning", "Experiment", "ExperimentClosedError", "FinalFlushWarning",
+        "GitSnapshotWarning",
         "HyperOptArgumentParser", "RankError", "TestTubeError", "TrialError", "VersionAgreementError",
         "VersionInUseError", "WriterError",
         "__version__", "checkout_snapshot", "read", "runs",

@@ -273,3 +273,241 @@ def test_random_rows_read_back_equal(run: tuple[dict[str, str], list[dict[str, A
                     assert float(lines[i + 1][header.index(name)]) == v
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- holes found by trying to break it (issue 22) ------------------------------------------
+
+
+class _BadStr:
+    """A tag value whose str() raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+def _meta(log_dir: str) -> dict[str, Any]:
+    import json
+
+    return json.loads((Path(log_dir) / "meta.experiment").read_text())
+
+
+@pytest.mark.parametrize(
+    ("call", "row", "key"),
+    [
+        ("log", {"s": "bad \udc80 text"}, "s"),
+        ("log", {"bad\udc80key": "x"}, "bad\udc80key"),
+        ("log", {"outer": {"in\ud800": 1.0}}, "outer/in\ud800"),
+        ("tag", {"t\udc80": 1}, "t\udc80"),
+        ("tag", {"t": "v\udfff"}, "t"),
+        ("tag", {"t": _BadStr()}, "t"),
+    ],
+    ids=["value", "key", "nested_key", "tag_key", "tag_value", "tag_str_raises"],
+)
+def test_text_no_file_can_hold_is_refused_at_the_call_and_nothing_is_lost(
+        tmp_path: Path, call: str, row: dict[str, Any], key: str) -> None:
+    """A lone surrogate or a tag whose str() raises is refused naming the key; every other row is written."""
+    exp = _open(tmp_path)
+    exp.tag({"lr": 0.1})
+    exp.log({"s": "ok"})
+    exp.save()
+    with pytest.raises((LogTypeError, LogValueError)) as info:
+        getattr(exp, call)(row)
+    assert info.value.key == key and repr(key) in str(info.value)
+    exp.log({"s": "after"})
+    exp.tag({"seed": 3})
+    exp.save()
+    exp.close()
+    assert test_tube.read(exp.log_dir).column("s").to_pylist() == ["ok", "after"]
+    assert _meta(exp.log_dir)["status"] == "finished"
+    import pandas as pd
+
+    assert pd.read_csv(Path(exp.log_dir) / "metrics.csv")["s"].tolist() == ["ok", "after"]
+    with open(Path(exp.log_dir) / "meta_tags.csv", newline="") as f:
+        assert list(csv.reader(f)) == [["key", "value"], ["lr", "0.1"], ["seed", "3"]]
+
+
+def test_a_refused_surrogate_in_a_script_that_never_closes_loses_nothing_at_exit(tmp_path: Path) -> None:
+    """At exit, after a refused surrogate, every accepted row is written, no warning, status finished."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "victim.py"
+    script.write_text(
+        "import sys, test_tube\n"
+        f"e = test_tube.Experiment(save_dir={str(tmp_path)!r}, name='x', record_git=False)\n"
+        "e.log({'s': 'ok'}); e.save()\n"
+        "try:\n    e.log({'s': '\\udc80'})\nexcept ValueError as exc:\n    print('refused', exc.key == 's')\n"
+        "e.log({'s': 'after'}); e.log({'s': 'last'})\n"
+        "print(e.log_dir)\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.split()
+    assert out[:2] == ["refused", "True"]
+    assert "rows were not written" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert test_tube.read(out[2]).column("s").to_pylist() == ["ok", "after", "last"]
+    assert _meta(out[2])["status"] == "finished"
+
+
+def test_an_int_beyond_2_53_then_a_float_in_a_later_frame_reads_everywhere(tmp_path: Path) -> None:
+    """Ints widen to floats across journal frames too: read(), show, runs() and /api/run all work."""
+    import polars as pl
+
+    from test_serve import Running, get_json, q
+    from test_tube._cli import main
+
+    exp = _open(tmp_path)
+    exp.log({"x": 2**53 + 1})
+    exp.save()
+    exp.log({"x": 0.5})
+    exp.close()
+    assert test_tube.read(exp.log_dir).column("x").to_pylist() == [float(2**53 + 1), 0.5]
+    assert pl.read_parquet(Path(exp.log_dir) / "metrics.parquet")["x"].to_list() == [float(2**53 + 1), 0.5]
+    assert main(["show", exp.log_dir]) == 0
+    assert test_tube.runs(tmp_path).column("x.last").to_pylist() == [0.5]
+    server = Running(tmp_path)
+    try:
+        assert get_json(server.url + "api/run?" + q(name="in", version=0))["rows"] == 2
+    finally:
+        server.stop()
+
+
+def test_a_carriage_return_in_a_key_or_tag_round_trips(tmp_path: Path) -> None:
+    """``\\r`` in a metric key, tag key or tag value is quoted: pandas, csv and a reopen read it back."""
+    import pandas as pd
+
+    exp = _open(tmp_path)
+    exp.log({"a\rb": 1.0, "c": 2})
+    exp.tag({"t\rk": 1, "v": "x\ry"})
+    exp.close()
+    df = pd.read_csv(Path(exp.log_dir) / "metrics.csv")
+    assert list(df.columns) == ["step", "created_at", "a\rb", "c"]
+    assert df["step"].tolist() == [0] and df["a\rb"].tolist() == [1.0]
+    assert test_tube.read(exp.log_dir).column_names == ["step", "created_at", "a\rb", "c"]
+    again = _open(tmp_path, version=0)
+    again.close()
+    assert again.tags == {"t\rk": 1, "v": "x\ry"}
+
+
+def test_a_long_image_key_gets_a_file_name_that_fits_and_keeps_the_row(tmp_path: Path) -> None:
+    """A 300-character image key is written to a file that exists; the cell names it; other values are kept."""
+    key = "k" * 300 + "_png"
+    other = "k" * 299 + "j_png"  # the same first 160 bytes: its own file all the same
+    exp = _open(tmp_path)
+    exp.log({key: np.zeros((4, 4), np.uint8), other: np.ones((4, 4), np.uint8), "v": 1.5})
+    exp.save()
+    exp.close()
+    row = test_tube.read(exp.log_dir).to_pylist()[0]
+    assert row["v"] == 1.5
+    assert row[key] != row[other]
+    for k in (key, other):
+        path = Path(exp.log_dir) / row[k]
+        assert path.is_file() and len(path.name.encode()) <= 200
+
+
+def test_the_automatic_step_after_int64_max_is_named_and_does_not_creep(tmp_path: Path) -> None:
+    """After step=2**63-1 an automatic step is refused naming 2**63, every time; an explicit step still works."""
+    exp = _open(tmp_path)
+    exp.log({"v": 1.0}, step=2**63 - 1)
+    messages = []
+    for row in ({"v": 2.0}, {"v": 3.0}, {"other": "slow path"}):
+        with pytest.raises(LogValueError) as info:
+            exp.log(row)
+        assert info.value.key == "step"
+        messages.append(str(info.value))
+    assert all(str(2**63) in m for m in messages) and not any(str(2**63 + 1) in m for m in messages)
+    exp.log({"v": 4.0}, step=5)
+    exp.log({"v": 5.0})
+    assert _values(exp)["step"] == [2**63 - 1, 5, 6]
+
+
+# -- the property: random bad input is refused at the call or read back everywhere ----------
+
+# Every code point, lone surrogates and control characters included.
+ANY_CHAR = st.characters(min_codepoint=0, max_codepoint=0x10FFFF, blacklist_categories=())
+KEYS = st.one_of(
+    st.text(ANY_CHAR, min_size=0, max_size=8),
+    st.text("ab\r\n\t\0,\"' /\udc80é😀", min_size=1, max_size=6),
+    st.sampled_from(["step", "created_at", "x_png", "a/b"]),
+    st.text("kK_", min_size=200, max_size=400),  # long names
+)
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),  # huge ints, beyond int64 and beyond 2**53
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(ANY_CHAR, max_size=12),
+)
+
+
+@st.composite
+def bad_runs(draw: st.DrawFn) -> list[dict[str, Any]]:
+    keys = draw(st.lists(KEYS, min_size=1, max_size=4, unique=True))
+    # A few keys, random value kinds per row: the type of a key changes under it.
+    return draw(st.lists(st.dictionaries(st.sampled_from(keys), VALUES, min_size=1, max_size=4),
+                         min_size=1, max_size=8))
+
+
+def _expected(accepted: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Each column as read() should give it: ints widened to floats where a float came too."""
+    names = list(dict.fromkeys(k for r in accepted for k in r))
+    columns: dict[str, list[Any]] = {}
+    for name in names:
+        values = [r.get(name) for r in accepted]
+        kinds = {type(v) for v in values if v is not None}
+        if kinds == {int, float}:
+            values = [None if v is None else float(v) for v in values]
+        columns[name] = values
+    return columns
+
+
+def _csv_text(value: Any) -> str:
+    if value is None:
+        return ""
+    return str(value)
+
+
+@settings(max_examples=count(40, 400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bad_runs(), st.booleans())
+def test_random_bad_input_is_refused_at_the_call_or_read_back_by_every_reader(
+        rows: list[dict[str, Any]], save_between: bool) -> None:
+    """Either log() raises naming the key, or read(), pandas on metrics.csv and Polars on metrics.parquet give it back."""
+    import pandas as pd
+    import polars as pl
+
+    folder = tempfile.mkdtemp(prefix="tt-bad-")
+    exp = test_tube.Experiment(name="h", save_dir=folder, record_git=False)
+    try:
+        accepted: list[dict[str, Any]] = []
+        for r in rows:
+            try:
+                exp.log(r)
+            except (LogTypeError, LogValueError) as exc:
+                assert exc.key in r, (exc.key, r)  # a clear error naming the key, at the call
+                assert repr(exc.key) in str(exc)
+                continue
+            accepted.append(r)
+            if save_between:
+                exp.save()  # one journal frame per row: type changes cross frames
+        exp.close()  # never an error later
+        want = _expected(accepted)
+        data = test_tube.read(exp.log_dir).to_pydict()
+        assert list(data)[2:] == list(want)
+        for name, values in want.items():
+            assert all(same(a, b) for a, b in zip(data[name], values)), (name, data[name], values)
+        parquet = pl.read_parquet(Path(exp.log_dir) / "metrics.parquet")
+        assert parquet.columns[2:] == list(want) and parquet.height == len(accepted)
+        for name, values in want.items():
+            assert all(same(a, b) for a, b in zip(parquet[name].to_list(), values)), (name, values)
+        frame = pd.read_csv(Path(exp.log_dir) / "metrics.csv", dtype=str, keep_default_na=False)
+        assert list(frame.columns)[2:] == list(want) and len(frame) == len(accepted)
+        for name, values in want.items():
+            for cell, value in zip(frame[name].tolist(), values):
+                if isinstance(value, float):
+                    assert same(float(cell), value), (name, cell, value)
+                else:
+                    assert cell == _csv_text(value), (name, cell, value)
+        pd.read_csv(Path(exp.log_dir) / "metrics.csv")  # with type inference too
+    finally:
+        exp.close()
+        shutil.rmtree(folder, ignore_errors=True)

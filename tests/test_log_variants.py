@@ -528,6 +528,7 @@ def log(metrics, step=None, *, global_step=None):
                             pack_0(slots, (s & mask) << 7, s, s + offset[0], time_ns(), 1, v0, s)
                         except struct_error:
                             skip(s)
+                            offset[0] -= 1
                         except BaseException:
                             skip(s)
                             raise

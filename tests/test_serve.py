@@ -116,13 +116,13 @@ def test_runs_lists_every_run_with_status_tags_and_metric_summaries(server: Runn
 
 
 def test_run_gives_meta_tags_metrics_and_media_by_key_and_step(server: Running) -> None:
-    """/api/run: meta.experiment, tags as written, numeric columns, images ordered by step."""
+    """/api/run: meta.experiment, tags as written, numeric columns, images by logged key, ordered by step."""
     data = get_json(server.url + "api/run?" + q(name="mnist", version=1))
     assert data["id"] == "mnist/version_1" and data["status"] == "finished" and data["rows"] == 31
     assert data["meta"]["description"] == "lr 0.01" and data["meta"]["version"] == 1
     assert data["tags"] == {"lr": "0.01", "optimizer": "adam"}
     assert data["metrics"] == ["loss", "acc"]
-    assert data["media"] == {"sample": [[0, "sample_0.png"], [10, "sample_10.png"], [20, "sample_20.png"]]}
+    assert data["media"] == {"sample_png": [[0, "sample_0.png"], [10, "sample_10.png"], [20, "sample_20.png"]]}
 
 
 def test_series_of_a_short_run_is_every_point(server: Running, save_dir: Path) -> None:
@@ -461,7 +461,7 @@ def test_run_series_and_media_take_a_rank(per_rank_server: Running) -> None:
     url = per_rank_server.url
     run = get_json(url + "api/run?" + q(name="ddp", version=3, rank=1))
     assert run["id"] == "ddp/version_3/rank_1" and run["rank"] == 1 and run["rows"] == 5
-    assert run["media"] == {"sample": [[4, "sample_4.png"]]}
+    assert run["media"] == {"sample_png": [[4, "sample_4.png"]]}
     series = get_json(url + "api/series?" + q(name="ddp", version=3, rank=1, metric="loss"))
     assert series["id"] == "ddp/version_3/rank_1"
     assert series["xs"] == [0, 1, 2, 3] and series["ys"] == [20.0, 21.0, 22.0, 23.0]
@@ -510,3 +510,81 @@ def test_ordinary_runs_in_the_api_have_a_null_rank(server: Running) -> None:
     runs = get_json(server.url + "api/runs")["runs"]
     assert all(r["rank"] is None and "rank_" not in r["id"] for r in runs)
     assert get_json(server.url + "api/run?" + q(name="mnist", version=0))["rank"] is None
+
+
+# -- holes found by trying to break it (issue 22) ------------------------------------------
+
+
+def test_a_nul_byte_in_a_media_file_name_is_a_404_not_a_500(server: Running) -> None:
+    """/media?file=img_0.png%00 (and a NUL mid-name) answers 404 with a message, never 500."""
+    for file in ("sample_0.png\0", "sample\0_0.png", "\0"):
+        status, kind, body = get(server.url + "media?" + q(name="mnist", version=0, file=file))
+        assert status == 404 and kind.startswith("text/html") and b"has no image" in body
+
+
+def test_images_are_listed_by_the_key_and_step_of_their_rows(tmp_path: Path) -> None:
+    """Three images at one step, a long key and a negative step are listed as logged; FIFOs and links out are not."""
+    import os
+
+    long_key = "k" * 300 + "_png"
+    with test_tube.Experiment(name="img", save_dir=tmp_path, record_git=False) as exp:
+        for i in range(3):
+            exp.log({"x_png": np.full((4, 4), i, np.uint8), "loss": float(i)}, step=5)
+        exp.log({"x_png": np.full((4, 4), 9, np.uint8)}, step=7)
+        exp.log({long_key: np.zeros((4, 4), np.uint8)}, step=-2)
+        exp.log({"y_jpg": np.zeros((4, 4, 3), np.uint8)}, step=8)
+    media = Path(exp.log_dir) / "media"
+    cells = test_tube.read(exp.log_dir).to_pydict()
+    long_file = cells[long_key][4].split("/", 1)[1]
+    (tmp_path / "secret.png").write_bytes(b"secret")
+    (media / "x_7.png").unlink()
+    (media / "x_7.png").symlink_to(tmp_path / "secret.png")  # the row's file, now a link out of SAVE_DIR
+    (media / "y_8.jpg").unlink()
+    os.mkfifo(media / "y_8.jpg")  # the row's file, now a FIFO
+    os.mkfifo(media / "pipe_1.png")
+    running = Running(tmp_path)
+    try:
+        data = get_json(running.url + "api/run?" + q(name="img", version=0))
+        assert data["media"] == {"x_png": [[5, "x_5.png"], [5, "x_5_1.png"], [5, "x_5_2.png"]],
+                                 long_key: [[-2, long_file]]}
+        status, kind, body = get(running.url + "media?" + q(name="img", version=0, file="x_5_2.png"))
+        assert status == 200 and body == (media / "x_5_2.png").read_bytes()
+        for file in ("y_8.jpg", "pipe_1.png", "x_7.png"):  # answered at once, never hanging on the FIFO
+            status, _, body = get(running.url + "media?" + q(name="img", version=0, file=file))
+            assert status == 404 and b"secret" not in body
+    finally:
+        running.stop()
+
+
+def test_clients_resetting_mid_response_print_no_traceback(tmp_path: Path) -> None:
+    """Twenty clients that reset the connection while a 16 MB image is sent leave stderr without a traceback."""
+    import socket
+    import struct
+
+    with test_tube.Experiment(name="big", save_dir=tmp_path, record_git=False) as exp:
+        exp.log({"x_png": np.zeros((4, 4), np.uint8)}, step=0)
+    (Path(exp.log_dir) / "media" / "x_0.png").write_bytes(np.random.default_rng(0).bytes(16 * 2**20))
+    proc = subprocess.Popen([*CLI, "serve", str(tmp_path), "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    resets = 20
+    try:
+        assert proc.stdout is not None
+        url = read_line(proc.stdout).split(" at ", 1)[1].split()[0]
+        host, port = urllib.parse.urlsplit(url).hostname, urllib.parse.urlsplit(url).port
+        for i in range(resets):
+            sock = socket.create_connection((host, port), timeout=TIMEOUT)
+            sock.sendall(b"GET /media?name=big&version=0&file=x_0.png HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            if i % 2:
+                assert sock.recv(1024)  # the answer has started
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a RST
+            sock.close()
+        status, _, body = get(url + "media?" + q(name="big", version=0, file="x_0.png"))
+        assert status == 200 and len(body) == 16 * 2**20
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(TIMEOUT)
+    assert "Traceback" not in err, err
+    assert len(err.splitlines()) <= resets, err

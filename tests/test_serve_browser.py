@@ -97,10 +97,10 @@ def test_page_shows_the_runs_draws_a_chart_and_the_media(server: Running, browse
     browser.find_element(By.CSS_SELECTOR, "#runs tbody tr[data-run='mnist/version_0'] a").click()
     image = wait(browser, lambda d: (i := d.find_elements(By.CSS_SELECTOR, "#media img")) and
                  d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i[0]) == 8 and i[0])
-    assert image.get_attribute("alt") == "sample at step 20"
+    assert image.get_attribute("alt") == "sample_png at step 20"
     browser.execute_script("const s = document.querySelector('#media input[type=range]');"
                            "s.value = 0; s.dispatchEvent(new Event('input'))")
-    assert image.get_attribute("alt") == "sample at step 0"
+    assert image.get_attribute("alt") == "sample_png at step 0"
     assert "adam" in browser.find_element(By.ID, "run-tags").text
 
     browser.execute_script("window.scrollTo(0, 0)")
@@ -154,7 +154,7 @@ def test_page_shows_and_charts_each_rank_of_a_per_rank_run(per_rank_server: Runn
     browser.find_element(By.CSS_SELECTOR, "#runs tbody tr[data-run='ddp/version_3/rank_1'] a").click()
     image = wait(browser, lambda d: (i := d.find_elements(By.CSS_SELECTOR, "#media img")) and
                  d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i[0]) == 4 and i[0])
-    assert image.get_attribute("alt") == "sample at step 4"
+    assert image.get_attribute("alt") == "sample_png at step 4"
     assert "ddp/version_3/rank_1" in browser.find_element(By.ID, "run-title").text
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []

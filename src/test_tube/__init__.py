@@ -7,6 +7,8 @@ thread and creates no file.
 """
 
 from ._errors import (
+    DamagedRunError,
+    DamagedRunWarning,
     ExperimentClosedError,
     FinalFlushWarning,
     GitSnapshotWarning,
@@ -26,6 +28,8 @@ from .argparse_hopt import HyperOptArgumentParser
 __version__ = "0.8.0.dev0"
 
 __all__ = [
+    "DamagedRunError",
+    "DamagedRunWarning",
     "Experiment",
     "ExperimentClosedError",
     "FinalFlushWarning",

@@ -26,7 +26,8 @@ from typing import Any, TextIO
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _journal, _layout, _recovery, _runs, _table
+from . import _journal, _layout, _ring_recovery, _runs, _table
+from ._errors import TestTubeError
 from ._experiment import DEFAULT_SAVE_DIR
 from ._read import read
 from ._runs import find_runs, rank_dirs, read_tag_texts, run_identity, run_status, runs
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except (OSError, pa.ArrowException) as exc:  # an unreadable or damaged file
+    except (OSError, pa.ArrowException, TestTubeError) as exc:  # an unreadable or damaged file
         print(f"{PROG} {args.command}: error: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
         return 1
 
@@ -555,7 +556,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         first = False
         if status != "running":
             # A run that died without closing: the rows its ring still holds come last.
-            left = _recovery.ring_table(log_dir)
+            left = _ring_recovery.ring_table(log_dir)
             if left is not None:
                 printer.print(left)
             break

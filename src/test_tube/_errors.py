@@ -66,6 +66,39 @@ class WriterError(TestTubeError, OSError):
         self.path = path
 
 
+class DamagedRunError(TestTubeError, ValueError):
+    """A file of a run is damaged in a way that no reader can work around.
+
+    ``path`` names the file.  Raised for a ``meta.experiment`` or
+    ``meta_tags.csv`` that cannot be parsed, and for journal frames that are
+    whole (their checksums match) but disagree with each other (a column's
+    type changes in a way ``log()`` never allows, ``step`` missing): files
+    made or edited by hand.  Move the file away to resume the run.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class DamagedRunWarning(RuntimeWarning):
+    """A run's journal is damaged; what could be read, or recovered from the published files, was.
+
+    ``path`` names the damaged file, ``damaged`` lists the ``(start, end)`` byte
+    ranges that could not be read, ``rows`` is the number of rows returned or
+    kept, ``recovered`` the rows of those that came from ``metrics.parquet`` or
+    ``metrics.csv`` instead of the journal.
+    """
+
+    def __init__(self, message: str, *, path: str = "", damaged: tuple[tuple[int, int], ...] = (),
+                 rows: int = 0, recovered: int = 0) -> None:
+        super().__init__(message)
+        self.path = path
+        self.damaged = damaged
+        self.rows = rows
+        self.recovered = recovered
+
+
 class GitSnapshotWarning(UserWarning):
     """The optional git snapshot could not be taken; the experiment still runs."""
 

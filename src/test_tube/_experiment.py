@@ -30,6 +30,7 @@ from ._rows import (
     STEP,
     STR,
     TIME,
+    check_text,
     shape_code,
     flatten,
     image_extension,
@@ -427,9 +428,7 @@ class Experiment:
             return
         if not isinstance(tags, Mapping):
             raise LogTypeError(f"tag() takes a dict, got {type(tags).__name__}", value_type=type(tags))
-        for key in tags:
-            if type(key) is not str or not key:
-                raise LogTypeError(f"tag(): keys must be non-empty str, got {key!r}", key=key, value_type=type(key))
+        _check_tags(tags)
         self._check_usable("tag")
         with self._lock:
             self.tags.update(tags)
@@ -485,6 +484,9 @@ class Experiment:
         try:
             self._writer.thread.join(5.0)
             self._after_barrier(barrier, "close")
+            if self._writer.lost_rows:
+                # The error was raised by an earlier call; the run still lost rows.
+                reason = f"writer error: {self._writer.lost_rows} rows lost"
         except BaseException as exc:
             reason = f"writer error: {type(exc.__cause__ or exc).__name__}"
             raising = True
@@ -517,11 +519,13 @@ class Experiment:
         if not barrier.done.is_set():
             return self._writer.pending_rows(), f"the final flush timed out after {limit} s"
         error = self._writer.take_error() or barrier.error
-        lost = self._writer.pending_rows() if error is not None else 0
+        lost = (self._writer.pending_rows() if error is not None else 0) + self._writer.lost_rows
         # The interpreter sets sys.last_value when the script died of an uncaught exception.
         uncaught = getattr(sys, "last_value", None)
         if error is not None:
             reason = f"writer error: {type(error).__name__}"
+        elif self._writer.lost_rows:
+            reason = f"writer error: {self._writer.lost_rows} rows lost"
         elif _exit.received_signal is not None:
             reason = f"signal {signal.Signals(_exit.received_signal).name}"
         elif uncaught is not None:
@@ -530,6 +534,8 @@ class Experiment:
             reason = "exit"
         self._release("finished" if reason == "exit" and not self._failed else "failed", reason,
                       quiet=error is not None)
+        if error is None and self._writer.lost_rows:
+            return lost, f"the writer failed earlier and dropped {self._writer.lost_rows} rows"
         return lost, "" if error is None else f"the writer failed: {type(error).__name__}: {error}"
 
     def _release(self, status: str, reason: str, *, quiet: bool = False) -> None:
@@ -620,6 +626,28 @@ class Experiment:
     def __repr__(self) -> str:
         state = "debug" if self.debug else "inert" if self._inert else "closed" if self._closed else "open"
         return f"<Experiment {self.name!r} version={self.version} {state} log_dir={self.log_dir!r}>"
+
+
+def _check_tags(tags: Mapping[Any, Any]) -> None:
+    """Refuse, at the call, a tag that could not be written to ``meta_tags.csv`` later.
+
+    Each value is written as its ``str()``; one whose ``__str__`` raises, or a
+    key or text holding a lone surrogate, would fail every later write of the
+    tags file.
+    """
+    for key, value in tags.items():
+        if type(key) is not str or not key:
+            raise LogTypeError(f"tag(): keys must be non-empty str, got {key!r}", key=key, value_type=type(key))
+        check_text("tag()", key, key, what="key")
+        try:
+            text = _layout.tag_text(value)
+        except Exception as exc:
+            raise LogTypeError(f"tag(): str() of the value of {key!r} failed ({type(exc).__name__}: {exc}); "
+                               f"tags are written as text", key=key, value_type=type(value)) from exc
+        if type(text) is not str:
+            raise LogTypeError(f"tag(): str() of the value of {key!r} gave a {type(text).__name__}, not a str",
+                               key=key, value_type=type(value))
+        check_text("tag()", key, text)
 
 
 def _inert_log(metrics: Any, step: Any = None, *, global_step: Any = None) -> None:

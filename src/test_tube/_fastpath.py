@@ -96,8 +96,11 @@ class Steps:
         if step is None:
             step = seq + self.offset[0]
             if step > INT64_MAX:
+                # Give the sequence number back, so the next try names the same step (no creeping).
+                self.offset[0] -= 1
                 raise LogValueError(
-                    f"log(): the automatic step would be {step}, beyond a 64-bit integer; pass step=", key="step")
+                    f"log(): the automatic step would be {step} (one after the last step, {step - 1}), "
+                    f"beyond a 64-bit integer; pass step=", key="step")
             return step
         self.offset[0] = step - seq
         return step
@@ -317,6 +320,7 @@ class FastPath:
                                         pack_0(slots, (s & mask) << 7, s, s + offset[0], time_ns(), 1, v0, v1, s)
                                     except struct_error:
                                         skip(s)
+                                        offset[0] -= 1
                                     except BaseException:
                                         skip(s)
                                         raise
@@ -418,7 +422,7 @@ def _store(i: int, kind: int, values: str, step: str, *, auto: bool) -> list[str
         f"        {pack}",  # pack_into checks that the step fits in 64 bits
         "    except struct_error:",  # refused (the slow path says why)
         "        skip(s)",
-        *([] if auto else ["        offset[0] -= 1"]),  # the automatic steps go on as if it never came
+        "        offset[0] -= 1",  # give the number back: the steps go on as if the row never came
         "    except BaseException:",  # a signal, or wait_room saw the writer fail
         "        skip(s)",
         "        raise",

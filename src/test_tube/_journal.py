@@ -19,6 +19,7 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -80,3 +81,110 @@ def iter_frames(
                 return
             offset += _HEADER.size + length
             yield table, offset
+
+
+def torn_at(path: str | os.PathLike[str], offset: int) -> bool:
+    """Whether the bytes from ``offset`` to the end are only the start of a frame (a write cut short)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        f.seek(offset)
+        head = f.read(_HEADER.size)
+    return _torn(head, size - offset)
+
+
+def _torn(head: bytes, remaining: int) -> bool:
+    if not head or not MAGIC.startswith(head[:4]):
+        return False
+    return len(head) < _HEADER.size or _HEADER.unpack(head)[1] > remaining - _HEADER.size
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One whole frame found by :func:`scan`: its byte range and its rows."""
+
+    start: int
+    end: int
+    table: pa.Table
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Every whole frame of a journal, and the byte ranges between them that are not frames.
+
+    ``torn`` is true when the last range is only the start of a frame (a
+    header whose length runs past the end of the file): what a kill during a
+    write, or a write still in progress, leaves.  Any other range is damage.
+    """
+
+    size: int
+    frames: tuple[Frame, ...]
+    gaps: tuple[tuple[int, int], ...]
+    torn: bool
+
+    @property
+    def damaged(self) -> tuple[tuple[int, int], ...]:
+        """The byte ranges that are damage, not a torn tail."""
+        return self.gaps[:-1] if self.torn else self.gaps
+
+    @property
+    def prefix(self) -> tuple[Frame, ...]:
+        """The frames before the first gap: the rows in logging order with nothing missing between them."""
+        if not self.gaps:
+            return self.frames
+        return tuple(f for f in self.frames if f.end <= self.gaps[0][0])
+
+
+def scan(path: str | os.PathLike[str]) -> Scan:
+    """Find every whole frame of a journal, also past damage in the middle of it.
+
+    Unlike :func:`iter_frames`, which stops at the first frame that is short or
+    fails its checksum, this looks on from there for the next position where a
+    whole frame starts (magic, a length that fits, a matching checksum, a
+    readable Arrow stream), so a flipped byte in frame 3 costs frame 3 only.
+    Bytes of a payload that happen to spell the magic are never taken for a
+    frame: their checksum would have to match too.  Reads the whole file.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return Scan(0, (), (), False)
+    size = len(data)
+    frames: list[Frame] = []
+    gaps: list[tuple[int, int]] = []
+    pos = 0
+    while pos < size:
+        frame = _frame_at(data, pos)
+        if frame is not None:
+            frames.append(frame)
+            pos = frame.end
+            continue
+        nxt = data.find(MAGIC, pos + 1)
+        while nxt >= 0 and _frame_at(data, nxt) is None:
+            nxt = data.find(MAGIC, nxt + 1)
+        gaps.append((pos, size if nxt < 0 else nxt))
+        if nxt < 0:
+            break
+        pos = nxt
+    torn = False
+    if gaps and gaps[-1][1] == size:
+        start = gaps[-1][0]
+        torn = _torn(data[start:start + _HEADER.size], size - start)
+    return Scan(size, tuple(frames), tuple(gaps), torn)
+
+
+def _frame_at(data: bytes, pos: int) -> Frame | None:
+    if pos + _HEADER.size > len(data):
+        return None
+    magic, length, crc = _HEADER.unpack_from(data, pos)
+    body = pos + _HEADER.size
+    if magic != MAGIC or length > len(data) - body:
+        return None
+    payload = memoryview(data)[body:body + length]
+    if zlib.crc32(payload) != crc:
+        return None
+    try:
+        table = pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
+    except (pa.ArrowInvalid, OSError):
+        return None
+    return Frame(pos, body + length, table)

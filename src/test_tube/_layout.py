@@ -20,7 +20,6 @@ from __future__ import annotations
 import ast
 import csv
 import fcntl
-import io
 import json
 import os
 import re
@@ -28,7 +27,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from ._errors import VersionInUseError
+from ._errors import DamagedRunError, VersionInUseError
 
 META = "meta.experiment"
 TAGS = "meta_tags.csv"
@@ -149,23 +148,46 @@ def write_meta(log_dir: str, meta: Mapping[str, Any]) -> None:
 
 
 def read_meta(log_dir: str) -> dict[str, Any]:
-    """The metadata of a version; an empty dict when there is none."""
+    """The metadata of a version; an empty dict when there is none.
+
+    Raises ``DamagedRunError`` naming the file when it cannot be parsed (cut
+    short, bytes changed, nested too deep for the parser).
+    """
+    path = os.path.join(log_dir, META)
     try:
-        with open(os.path.join(log_dir, META), encoding="utf-8") as f:
-            meta = json.load(f)
+        with open(path, "rb") as f:
+            meta = json.loads(f.read())
     except FileNotFoundError:
         return {}
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DamagedRunError(f"{path} is damaged: {type(exc).__name__}: {str(exc)[:200]}; move it away to "
+                              f"resume this version (it holds only metadata: created_at, description, status)",
+                              path=path) from None
     return meta if isinstance(meta, dict) else {}
 
 
 def write_tags(log_dir: str, tags: Mapping[str, Any]) -> None:
     """Publish ``meta_tags.csv``: header ``key,value``, values as text, in insertion order."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["key", "value"])
-    for key, value in tags.items():
-        w.writerow([key, value])
-    publish(os.path.join(log_dir, TAGS), buf.getvalue().encode(), fsync=False)
+    lines = [csv_line(["key", "value"]), *(csv_line([key, value]) for key, value in tags.items())]
+    publish(os.path.join(log_dir, TAGS), "".join(lines).encode(), fsync=False)
+
+
+def csv_line(fields: list[str]) -> str:
+    """One CSV line ending in ``\\n``; a field holding ``,``, ``"``, ``\\r`` or ``\\n`` is quoted.
+
+    The csv module leaves a lone ``\\r`` unquoted when the line ends in
+    ``\\n``, and readers (pandas, csv.reader) take it for a line break.
+    """
+    return ",".join(_quoted(f) for f in fields) + "\n"
+
+
+def _quoted(field: str) -> str:
+    if _NEEDS_QUOTES.search(field):
+        return '"' + field.replace('"', '""') + '"'
+    return field
+
+
+_NEEDS_QUOTES = re.compile('[,"\r\n]')
 
 
 def read_tags(log_dir: str) -> dict[str, Any]:
@@ -174,16 +196,28 @@ def read_tags(log_dir: str) -> dict[str, Any]:
     Values are parsed back with ``ast.literal_eval`` where that works (numbers,
     booleans, lists), and kept as text otherwise, as Lightning does.
     """
-    try:
-        with open(os.path.join(log_dir, TAGS), encoding="utf-8", newline="") as f:
-            rows = list(csv.reader(f))
-    except FileNotFoundError:
-        return {}
+    rows = read_tag_rows(log_dir)
     tags: dict[str, Any] = {}
     for row in rows[1:]:
         if len(row) >= 2:
             tags[row[0]] = parse_tag(row[1])
     return tags
+
+
+def read_tag_rows(log_dir: str) -> list[list[str]]:
+    """The rows of ``meta_tags.csv`` (header first); none when there is no such file.
+
+    Raises ``DamagedRunError`` naming the file when it is not UTF-8 CSV.
+    """
+    path = os.path.join(log_dir, TAGS)
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return list(csv.reader(f))
+    except FileNotFoundError:
+        return []
+    except (ValueError, csv.Error) as exc:
+        raise DamagedRunError(f"{path} is damaged: {type(exc).__name__}: {str(exc)[:200]}; move it away to "
+                              f"resume this version (it holds the tags)", path=path) from None
 
 
 def parse_tag(text: str) -> Any:

@@ -8,6 +8,7 @@ sets, so it is written for clarity rather than speed.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections.abc import Mapping
@@ -148,7 +149,9 @@ def check_key(key: object) -> str:
             f"log(): keys must be str, got {type(key).__name__} {key!r}", key=key, value_type=type(key)
         )
     if not key:
-        raise LogValueError("log(): keys must not be empty", key=key)
+        raise LogValueError("log(): keys must not be empty (got '')", key=key)
+    if not key.isascii():
+        check_text("log()", key, key, what="key")
     if key in RESERVED:
         raise LogValueError(
             f"log(): {key!r} is filled in by test_tube; pass the step as log(row, step=...) "
@@ -156,6 +159,23 @@ def check_key(key: object) -> str:
             key=key,
         )
     return key
+
+
+def check_text(where: str, key: Any, text: str, *, what: str = "value") -> None:
+    """Raise ``LogValueError`` naming ``key`` if ``text`` cannot be written as UTF-8.
+
+    A lone surrogate (``"\\udc80"``, what ``os.fsdecode`` makes of undecodable
+    bytes) is a valid ``str`` that no file can hold; refused at the call, it
+    cannot fail the writer later and take the rows of its batch with it.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LogValueError(
+            f"{where}: the {what} of {key!r} holds a lone surrogate {text[exc.start]!r} at index {exc.start}, "
+            f"which UTF-8 cannot store; decode the text with errors='replace' or pass the key and value as valid text",
+            key=key,
+        ) from None
 
 
 def flatten(row: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
@@ -178,6 +198,8 @@ def _nested_key(key: object, prefix: str) -> str:
             key=prefix + str(key),
             value_type=type(key),
         )
+    if not key.isascii():
+        check_text("log()", prefix + key, key, what="key")
     return key
 
 
@@ -203,6 +225,8 @@ def normalise(key: str, value: Any) -> tuple[Any, pa.DataType, bool]:
             )
         return value, column, False
     if t is str:
+        if not value.isascii():
+            check_text("log()", key, value)
         return value, STR, False
     if isinstance(value, np.ndarray) or isinstance(value, np.generic):
         return _numpy(key, value)
@@ -357,10 +381,21 @@ def media_stem(key: str, ext_word: str) -> str:
     """The file stem for an image key: the key without its format word and joining ``_``.
 
     ``fake_png`` gives ``fake``; ``test_jpg`` gives ``test``; ``png`` gives ``image``.
-    Characters that cannot appear in a file name are replaced by ``_``.
+    Characters that cannot appear in a file name are replaced by ``_``; a stem
+    longer than ``MAX_STEM_BYTES`` is cut and ends in a hash of the whole key, so
+    two long keys that share a beginning still get their own files.
     """
     idx = key.lower().rfind(ext_word)
     stem = key[:idx] + key[idx + len(ext_word) :]
     stem = re.sub(r"__+", "_", stem).strip("_")
     stem = re.sub(r"[^\w.-]+", "_", stem).strip("._")
+    if len(stem.encode()) > MAX_STEM_BYTES:
+        # A file name is at most 255 bytes; the key itself stays whole in the row's column.
+        digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+        stem = stem.encode()[: MAX_STEM_BYTES - 11].decode(errors="ignore") + "-" + digest
     return stem or "image"
+
+
+#: The longest file stem an image key gives, in bytes: with ``_<step>_<n>.jpeg``
+#: and the temp name's ``.`` and ``.<pid>.tmp`` it stays under 255 bytes.
+MAX_STEM_BYTES = 160

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _journal, _layout, _recovery, _rendezvous
+from . import _journal, _layout, _recovery, _rendezvous, _ring_recovery
 from ._read import _read_legacy_csv
 from ._rows import STR, widen
 
@@ -41,7 +41,7 @@ class RunFolder:
         self.media = os.path.join(log_dir, _layout.MEDIA)
         self.csv = os.path.join(log_dir, _layout.CSV)
         self.parquet = os.path.join(log_dir, _layout.PARQUET)
-        self.ring = _recovery.ring_path(log_dir)
+        self.ring = _ring_recovery.ring_path(log_dir)
         self._lock_fd: int | None = None
 
     @classmethod
@@ -83,6 +83,8 @@ class RunFolder:
         """
         os.makedirs(self.media, exist_ok=True)
         found = Recovered()
+        # First, so that no published file is rebuilt from a journal that holds fewer rows than it.
+        _recovery.repair_before_resume(self.log_dir)
         if not os.path.exists(self.journal):
             _import_legacy_csv(self.log_dir, self.journal)
         end = 0
@@ -92,7 +94,7 @@ class RunFolder:
             if os.path.getsize(self.journal) > end:
                 os.truncate(self.journal, end)  # a torn frame from a crash
         # Rows a killed process left in its ring, beyond the journal, join it first.
-        _recovery.recover_into_journal(self.log_dir, self.journal)
+        _ring_recovery.recover_into_journal(self.log_dir, self.journal)
         for frame, end in _journal.iter_frames(self.journal):
             found.rows += frame.num_rows
             if frame.num_rows:

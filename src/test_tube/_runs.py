@@ -17,9 +17,7 @@ its journal, is summarised from :func:`test_tube.read`, which is always current.
 
 from __future__ import annotations
 
-import csv
 import functools
-import json
 import os
 import re
 import socket
@@ -36,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import _journal, _layout
+from ._errors import DamagedRunError
 from ._read import read
 
 #: Seconds without a heartbeat after which a run whose process cannot be
@@ -88,7 +87,10 @@ def runs(save_dir: str | os.PathLike[str], name: str | None = None) -> pa.Table:
     exception), ``crashed`` (the writing process is gone without closing: it
     is no longer alive on this host, or, for a run from another host, its
     heartbeat is older than ``max(HEARTBEAT_BOUND, 10 * flush_interval)``
-    seconds), or ``unknown`` (written by test-tube 0.7.5, or not started yet).
+    seconds), ``unknown`` (written by test-tube 0.7.5, or not started yet), or
+    ``damaged`` (``meta.experiment`` or ``meta_tags.csv`` cannot be parsed, or
+    the rows cannot be read: a warning names the file; the other runs are
+    listed as usual).
 
     ``name`` restricts the table to one experiment.  ``save_dir`` may also be
     one experiment's folder (the one holding ``version_<N>`` folders).  Rows
@@ -288,6 +290,7 @@ class Summary:
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Metric] = field(default_factory=dict)
     rank: int | None = None
+    damage: str | None = None  # what makes the run "damaged", naming the file
 
 
 def summarise(log_dir: str, name: str | None = None, version: int | None = None, *,
@@ -298,7 +301,8 @@ def summarise(log_dir: str, name: str | None = None, version: int | None = None,
     (``<name>/version_<N>``, or ``<name>/version_<N>/rank_<r>``, which also
     gives ``rank``); pass them when the caller already knows.
     """
-    meta = _read_meta(log_dir)
+    damage: list[str] = []
+    meta = _read_meta(log_dir, damage)
     path_name, path_version, path_rank = run_identity(log_dir)
     if name is None:
         name = path_name
@@ -306,8 +310,16 @@ def summarise(log_dir: str, name: str | None = None, version: int | None = None,
         version = path_version if path_version is not None else meta.get("version", -1)
     if rank is None:
         rank = path_rank
-    summary = Summary(name, int(version if version is not None else -1), log_dir, meta, run_status(meta), rank=rank)
-    summary.tags = read_tag_texts(log_dir)
+    summary = Summary(name, _version(version), log_dir, meta, run_status(meta), rank=rank)
+    try:
+        summary.tags = read_tag_texts(log_dir)
+    except (OSError, DamagedRunError) as exc:
+        damage.append(str(exc))
+        warnings.warn(f"test_tube.runs(): unreadable {_layout.TAGS} in {log_dir}: {exc}", RuntimeWarning,
+                      stacklevel=3)
+    if damage:
+        summary.damage = damage[0]
+        summary.status = "damaged"
     parquet = os.path.join(log_dir, _layout.PARQUET)
     journal = os.path.join(log_dir, _layout.JOURNAL)
     if summary.status in ("finished", "failed") and _parquet_complete(parquet, journal):
@@ -319,12 +331,25 @@ def summarise(log_dir: str, name: str | None = None, version: int | None = None,
             summary.metrics = {}
     try:
         _from_table(summary, read(log_dir))
-    except (OSError, pa.ArrowException) as exc:
+    except (OSError, pa.ArrowException, DamagedRunError) as exc:
         summary.rows = summary.last_step = None
         summary.metrics = {}
+        if isinstance(exc, DamagedRunError) or summary.damage:
+            summary.damage = summary.damage or str(exc)
+            summary.status = "damaged"
         warnings.warn(f"test_tube.runs(): cannot read the rows of {log_dir}: {type(exc).__name__}: {exc}",
                       RuntimeWarning, stacklevel=3)
     return summary
+
+
+def _version(value: Any) -> int:
+    """The version a run folder's path or meta gives; -1 when neither says."""
+    if type(value) is int:
+        return value
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return -1
 
 
 def run_identity(log_dir: str) -> tuple[str, int | None, int | None]:
@@ -343,26 +368,19 @@ def run_identity(log_dir: str) -> tuple[str, int | None, int | None]:
     return os.path.basename(parent), int(m.group(1)) if m else None, None
 
 
-def _read_meta(log_dir: str) -> dict[str, Any]:
+def _read_meta(log_dir: str, damage: list[str]) -> dict[str, Any]:
     try:
-        with open(os.path.join(log_dir, _layout.META), "rb") as f:
-            meta = json.loads(f.read())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
+        return _layout.read_meta(log_dir)
+    except (OSError, DamagedRunError) as exc:
+        damage.append(str(exc))
         warnings.warn(f"test_tube.runs(): unreadable {_layout.META} in {log_dir}: {exc}", RuntimeWarning,
                       stacklevel=4)
         return {}
-    return meta if isinstance(meta, dict) else {}
 
 
 def read_tag_texts(log_dir: str) -> dict[str, str]:
     """The tags of a run as the text written in ``meta_tags.csv``, in order."""
-    try:
-        with open(os.path.join(log_dir, _layout.TAGS), encoding="utf-8", newline="") as f:
-            rows = list(csv.reader(f))
-    except FileNotFoundError:
-        return {}
+    rows = _layout.read_tag_rows(log_dir)
     return {row[0]: row[1] for row in rows[1:] if len(row) >= 2}
 
 

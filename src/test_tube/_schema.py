@@ -26,7 +26,15 @@ def concat(tables: Sequence[pa.Table]) -> pa.Table:
         return empty_table()
     if len(tables) == 1:
         return tables[0]
-    return pa.concat_tables(tables, promote_options="permissive")
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except pa.ArrowInvalid:
+        # An int beyond 2**53 in a column that a later table widened to float:
+        # pyarrow's promotion refuses to round it, the column rule ("ints may
+        # widen to floats") rounds it as float() does.  Types that cannot be
+        # unified at all raise ArrowTypeError from unify_schemas.
+        schema = pa.unify_schemas([t.schema for t in tables], promote_options="permissive")
+        return pa.concat_tables([conform(t, schema) for t in tables])
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

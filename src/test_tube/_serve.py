@@ -35,11 +35,13 @@ from __future__ import annotations
 import html
 import ipaddress
 import json
+import logging
 import math
 import os
 import re
 import socket
 import socketserver
+import stat
 import sys
 import threading
 from collections import OrderedDict
@@ -53,11 +55,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import _downsample, _journal, _layout, _recovery
+from . import _downsample, _journal, _layout, _ring_recovery
 from ._plot import series as _metric_points
 from ._read import read
+from ._rows import image_extension
 from ._runs import FoundRun, Summary, _parquet_complete, find_runs, read_tag_texts, run_status, summarise
 from ._schema import concat
 
@@ -76,8 +80,8 @@ _STATIC = {
     "uplot/LICENSE": "text/plain; charset=utf-8",
 }
 _IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg"}
-# media/<key>_<step>.<ext>, as the media sink names them; temporary files start with "."
-_MEDIA_FILE = re.compile(r"(?P<key>[^.].*)_(?P<step>\d+)\.(?P<ext>png|jpe?g)")
+# An image in media/ (key and step come from the rows, not from this name); temporary files start with "."
+_MEDIA_FILE = re.compile(r"[^.].*\.(?P<ext>png|jpe?g)", re.DOTALL)
 _RUN_FILES = (_layout.META, _layout.TAGS, _layout.JOURNAL, _layout.PARQUET, _layout.CSV)
 # The page and its assets only: nothing may be fetched from another origin.
 _SECURITY_HEADERS = {
@@ -89,6 +93,9 @@ _SECURITY_HEADERS = {
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 # A version or rank in a query: ASCII digits only (str.isdigit() also takes "²", which int() refuses).
 _INDEX = re.compile(r"[0-9]{1,18}")
+
+# Debug messages only (a client that went away); a logger with no handler of ours prints nothing by default.
+_log = logging.getLogger("test_tube.serve")
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -162,7 +169,9 @@ class App:
                 "name": found.name,
                 "version": found.version,
                 "rank": found.rank,
-                "status": run_status(summary.meta),  # not cached: a running run may have died
+                # not cached: a running run may have died
+                "status": "damaged" if summary.damage else run_status(summary.meta),
+                "damage": summary.damage,
                 "rows": summary.rows,
                 "last_step": summary.last_step,
                 "created_at": summary.meta.get("created_at"),
@@ -179,8 +188,11 @@ class App:
         try:
             meta = _layout.read_meta(log_dir)
             tags = read_tag_texts(log_dir)
-            table = self._table(log_dir)
-            media = self._media(log_dir)
+            try:
+                table = self._table(log_dir)
+            except (pa.ArrowTypeError, pa.ArrowInvalid):
+                table = read(log_dir)  # raises DamagedRunError naming the journal, for the page to show
+            media = self._media(log_dir, table)
         except FileNotFoundError:
             raise _gone(_run_id(found)) from None
         columns = [n for n, t in zip(table.column_names, table.schema.types)
@@ -219,17 +231,19 @@ class App:
         found = self._run(query)
         log_dir = found.log_dir
         file = _param(query, "file")
+        missing = HttpError(HTTPStatus.NOT_FOUND, f"{_run_id(found)} has no image {file!r}")
         match = _MEDIA_FILE.fullmatch(file)
+        # A NUL byte never names a file (os.path refuses it with ValueError): checked before any path call.
+        if match is None or "\0" in file or os.sep in file or (os.altsep and os.altsep in file):
+            raise missing
         folder = os.path.join(log_dir, _layout.MEDIA)
         path = os.path.realpath(os.path.join(folder, file))
-        if match is None or os.sep in file or (os.altsep and os.altsep in file) \
-                or os.path.dirname(path) != os.path.realpath(folder) or not _inside(path, self.root):
-            raise HttpError(HTTPStatus.NOT_FOUND, f"{_run_id(found)} has no image {file!r}")
-        try:
-            with open(path, "rb") as f:
-                return f.read(), _IMAGE_TYPES[match["ext"]]
-        except (FileNotFoundError, IsADirectoryError):
-            raise HttpError(HTTPStatus.NOT_FOUND, f"{_run_id(found)} has no image {file!r}") from None
+        if os.path.dirname(path) != os.path.realpath(folder) or not _inside(path, self.root):
+            raise missing
+        data = _read_regular(path)
+        if data is None:
+            raise missing
+        return data, _IMAGE_TYPES[match["ext"]]
 
     @staticmethod
     def static(path: str) -> tuple[bytes, str]:
@@ -316,7 +330,7 @@ class App:
         if not os.path.isdir(log_dir):
             raise FileNotFoundError(log_dir)
         journal = os.path.join(log_dir, _layout.JOURNAL)
-        if os.path.exists(_recovery.ring_path(log_dir)) and _recovery.ring_table(log_dir) is not None:
+        if os.path.exists(_ring_recovery.ring_path(log_dir)) and _ring_recovery.ring_table(log_dir) is not None:
             return read(log_dir)  # a run that died without closing: its ring's rows too
         try:
             st = os.stat(journal)
@@ -376,22 +390,74 @@ class App:
             xs, ys = xs[finite], ys[finite]
         return xs, ys, nonfinite
 
-    @staticmethod
-    def _media(log_dir: str) -> dict[str, list[tuple[int, str]]]:
-        """Images by key, each a list of ``(step, file)`` ordered by step."""
+    def _media(self, log_dir: str, table: pa.Table) -> dict[str, list[tuple[int, str]]]:
+        """Images by logged key, each a list of ``(step, file)`` ordered by step, as the rows say.
+
+        Key and step come from the row that logged the image (its cell holds
+        ``media/<file>``), never from the file name, which is cut for long
+        keys and numbered when a key logs several images at one step.  Only
+        regular files inside SAVE_DIR are listed: no FIFO, folder, or link out.
+        """
         if not os.path.isdir(log_dir):
             raise FileNotFoundError(log_dir)
-        by_key: dict[str, list[tuple[int, str]]] = {}
+        folder = os.path.join(log_dir, _layout.MEDIA)
         try:
-            with os.scandir(os.path.join(log_dir, _layout.MEDIA)) as entries:
-                names = [e.name for e in entries if e.is_file()]
+            with os.scandir(folder) as entries:
+                names = {e.name: e for e in entries}
         except (FileNotFoundError, NotADirectoryError):
             return {}
-        for file in names:
-            match = _MEDIA_FILE.fullmatch(file)
-            if match:
-                by_key.setdefault(match["key"], []).append((int(match["step"]), file))
+        real_folder = os.path.realpath(folder)
+        by_key: dict[str, list[tuple[int, str]]] = {}
+        if "step" not in table.column_names:
+            return {}
+        steps = table.column("step")
+        prefix = _layout.MEDIA + "/"
+        for key, typ in zip(table.column_names, table.schema.types):
+            if key in ("step", "created_at") or image_extension(key) is None or not _text(typ):
+                continue
+            cells = table.column(key)
+            valid = pc.is_valid(cells)
+            for step, cell in zip(pc.filter(steps, valid).to_pylist(), pc.filter(cells, valid).to_pylist()):
+                if step is None or not cell.startswith(prefix):
+                    continue
+                file = cell[len(prefix):]
+                entry = names.get(file)
+                if entry is not None and _MEDIA_FILE.fullmatch(file) and self._listable(entry, real_folder):
+                    by_key.setdefault(key, []).append((step, file))
         return {key: sorted(by_key[key]) for key in sorted(by_key)}
+
+    def _listable(self, entry: os.DirEntry[str], real_folder: str) -> bool:
+        """A regular file, or a link to one that stays in the media folder inside SAVE_DIR."""
+        if entry.is_file(follow_symlinks=False):
+            return True
+        if not entry.is_symlink():
+            return False
+        real = os.path.realpath(entry.path)
+        try:
+            regular = stat.S_ISREG(os.stat(real).st_mode)
+        except OSError:
+            return False
+        return regular and os.path.dirname(real) == real_folder and _inside(real, self.root)
+
+
+def _read_regular(path: str) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file, else None.
+
+    Opened without blocking and checked with ``fstat`` before reading: a
+    FIFO named like an image would otherwise hang the request in ``open()``.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return f.read()
+
+
+def _text(typ: pa.DataType) -> bool:
+    return bool(pa.types.is_string(typ) or pa.types.is_large_string(typ))
 
 
 def _run_id(run: FoundRun) -> str:
@@ -493,6 +559,15 @@ class Server(ThreadingHTTPServer):
         self.loopback = _is_loopback(host)
         super().__init__((host, port), _Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that resets the connection is a debug message; anything else is one line, not a traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            _log.debug("connection from %s closed: %s", client_address, exc)
+            return
+        message = f"{type(exc).__name__}: {exc}".splitlines()[0] if exc else "unknown error"
+        print(f"test-tube serve: error: request from {client_address[0]}: {message}", file=sys.stderr)
+
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks the host name up (getfqdn), which can wait on DNS; the address is enough.
         socketserver.TCPServer.server_bind(self)
@@ -540,6 +615,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, data, kind, body)
         except HttpError as exc:
             self._error(exc.status, str(exc), api, body)
+        except ConnectionError as exc:
+            # The client went away mid-answer (a reload, a closed tab): nothing to answer, nothing to report.
+            _log.debug("%s %s: client went away: %s", self.command, url.path, exc)
+            self.close_connection = True
         except Exception as exc:  # a bug or an unreadable file: one line on stderr, a message in the page
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
             print(f"test-tube serve: error: {self.command} {url.path}: {message}", file=sys.stderr)

@@ -15,8 +15,6 @@ rebuilding only on a new column or on doubling keeps the total work linear.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import struct
 import threading
@@ -302,9 +300,7 @@ def _batched(frames: Iterator[pa.Table]) -> Iterator[pa.Table]:
 
 
 def header(columns: list[str]) -> bytes:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(columns)
-    return buf.getvalue().encode()
+    return _layout.csv_line(columns).encode()
 
 
 def format_rows(table: pa.Table, columns: list[str]) -> memoryview:

@@ -128,6 +128,7 @@ class Writer:
         self.late_skips: list[int] = []  # numbers skipped while their slot was not yet free
         self.pressed = False  # a caller waits for room in the ring
         self._handed: list[tuple[int, int, pa.Table]] = []  # journaled, not yet published
+        self.lost_rows = 0  # rows dropped by a batch that could not be converted
         self._stopping = False
         self._journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self.journal_end = os.fstat(self._journal_fd).st_size
@@ -284,6 +285,7 @@ class Writer:
         if self.pressed:
             n = min(n, PRESSED_TAKE)
         deferred_taken: list[Any] = []
+        cursor = self.cursor + n
         try:
             parts: list[pa.Table] = []
             var_pos = self.var_pos
@@ -292,7 +294,13 @@ class Writer:
                 more, var_pos = self._convert(records, kinds, deferred_taken, var_pos)
                 parts += more
             table = _in_logging_order(parts).remove_column(0) if parts else None
-            cursor = self.cursor + n
+        except BaseException:
+            # A batch that cannot be converted would fail the same way every time:
+            # its rows are dropped and counted, so close() and the exit warning say so.
+            self.deferred.extendleft(reversed(deferred_taken))
+            self._drop(n, cursor)
+            raise
+        try:
             if table is not None and table.num_rows:
                 self._journal(table, cursor, var_pos)
             else:
@@ -313,6 +321,24 @@ class Writer:
         self.pressed = False
         self.drained.set()  # whoever waits for room goes on now, while the rows are published
         return True
+
+    def _drop(self, n: int, cursor: int) -> None:
+        ring = self.ring
+        var_pos = self.var_pos
+        rows = 0
+        for records in ring.take(self.cursor, n):
+            kinds = records.view(_ring.SLOT_DTYPE)["kind"]
+            rows += int((kinds != _ring.SKIP).sum())
+            for _ in range(int((kinds == _ring.SLOW).sum())):
+                _, var_pos = ring.read_var(var_pos)
+            for _ in range(int((kinds == _ring.DEFERRED).sum())):
+                self.deferred.popleft()
+        ring.write_state(_ring.State(0, cursor, var_pos, self.journal_end))
+        self.lost_rows += rows
+        self.cursor, self.var_pos = cursor, var_pos
+        ring.free(cursor, var_pos)
+        ring.room[0] = cursor + min(ring.nslots, self.max_rows)
+        self.drained.set()
 
     def urgent(self) -> bool:
         """Whether the ring is filling up: a caller waits for room, or half of it is taken."""
