@@ -51,12 +51,14 @@ DEFAULT_SAVE_DIR = _options.DEFAULT_SAVE_DIR
 class Experiment:
     """One run of a training script: its tags, its logged rows and its images.
 
-    ``log()`` never does I/O: it snapshots the row, appends it to an in-memory
-    queue and returns; it blocks only when the queue is full (``max_queue_rows``
-    rows or ``max_queue_bytes`` of text and images).  A background writer thread
-    drains the queue, appends to a crash-tolerant journal and publishes
-    ``metrics.csv``/``metrics.parquet``.  ``save()`` blocks until every row
-    logged before it is in those files.  All methods are thread-safe.
+    ``log()`` never does I/O: it snapshots the row into the run's ring, a
+    memory-mapped file (``_ring``), and returns, so a row ``log()`` returned
+    survives the death of the process; it blocks only when the ring is full
+    (``max_queue_rows`` rows, or its room for text, or ``max_queue_bytes`` of
+    images).  A background writer thread takes the rows into a crash-tolerant
+    journal and publishes ``metrics.csv``/``metrics.parquet``.  ``save()``
+    blocks until every row logged before it is in those files.  All methods
+    are thread-safe.
 
     Positional arguments follow test-tube 0.7.5's order, ``(save_dir, name,
     debug, version, autosave, description, create_git_tag, rank)``, so code
@@ -83,11 +85,11 @@ class Experiment:
             version folder of its own); all ranks of one launch share N (see
             ``_rendezvous``: pass ``version=``, or open the Experiment after
             ``init_process_group()`` or under torchrun/SLURM, which name the launch).
-        flush_interval: seconds between periodic flushes; a crash loses at most this window.
+        flush_interval: seconds between periodic flushes (journal synced, files published, heartbeat).
         formats: published files, a subset of ``{"csv", "parquet"}``.
-        max_queue_rows: rows that may wait for the writer before ``log()`` blocks (on the fast
-            path, rows of one key set; see ``_fastpath``).
-        max_queue_bytes: bytes of strings and images that may wait before ``log()`` blocks.
+        max_queue_rows: rows that may wait in the ring for the writer before ``log()`` blocks.
+        max_queue_bytes: bytes of images that may wait before ``log()`` blocks; the ring's room
+            for strings is this much too, at most 64 MiB (a single row may take half).
         exit_timeout: seconds the final flush at interpreter exit may take.
         image_workers: threads encoding images in parallel.
         jpeg_quality: JPEG quality (1-95) for ``jpg``/``jpeg`` keys.
@@ -237,7 +239,8 @@ class Experiment:
     def log(self, metrics: Mapping[str, Any], step: int | None = None, *, global_step: int | None = None) -> None:
         """Add one row: ``metrics`` plus ``step`` and ``created_at``.
 
-        Never does I/O; blocks only while the queue is full.  ``step`` defaults
+        Never does I/O (the row is stored into the ring, a memory-mapped file, before
+        it returns: it survives a crash of the process); blocks only while the ring is full.  ``step`` defaults
         to one more than the previous row's; ``global_step`` is the original's
         name for it.  Values are captured now: changing ``metrics`` afterwards
         changes nothing.  Raises ``TypeError``/``ValueError`` naming the key for
