@@ -78,8 +78,8 @@ class CsvSink:
         while start < table.num_rows:
             if start:
                 self.between()  # the writer may free ring slots before the next chunk
-            # Short chunks while the ring fills up (a caller may be waiting for room), long ones
-            # otherwise: each chunk costs a fixed number of GIL hand-offs.
+            # Short chunks while a caller waits for room in the ring, long ones otherwise:
+            # each chunk costs a fixed number of GIL hand-offs.
             size = CSV_CHUNK if self.urgent() else CSV_CHUNK_CALM
             self._append(format_rows(table.slice(start, size), self._columns))
             start += size
@@ -88,7 +88,7 @@ class CsvSink:
         """Called between two chunks of a big write (the writer sets it)."""
 
     def urgent(self) -> bool:
-        """Whether the ring is filling up (the writer sets it)."""
+        """Whether a caller waits for room in the ring (the writer sets it)."""
         return False
 
     def _append(self, data: memoryview) -> None:

@@ -144,7 +144,7 @@ class Writer:
             if hasattr(sink, "between"):
                 sink.between = self.relieve
             if hasattr(sink, "urgent"):
-                sink.urgent = self.urgent
+                sink.urgent = self.waited_on
         self.thread.start()
 
     # -- calling-thread side -------------------------------------------------
@@ -340,13 +340,22 @@ class Writer:
         ring.room[0] = cursor + min(ring.nslots, self.max_rows)
         self.drained.set()
 
+    def waited_on(self) -> bool:
+        """Whether a caller waits for room in the ring now."""
+        return self.pressed
+
     def urgent(self) -> bool:
         """Whether the ring is filling up: a caller waits for room, or half of it is taken."""
         return self.pressed or self.steps.peek() - self.cursor >= min(self.ring.nslots, self.max_rows) // 2
 
     def relieve(self) -> None:
-        """Between two steps of publishing: free slots first if the ring is filling up."""
-        if self.urgent():
+        """Between two steps of publishing: free slots first if the ring is filling up.
+
+        Not while a ring's worth of journaled rows already waits to be published:
+        when publishing is what cannot keep up, the loop waits for it, so the rows
+        held in memory (and the work left for ``close()``) stay bounded.
+        """
+        if self.urgent() and sum(t.num_rows for _, _, t in self._handed) < min(self.ring.nslots, self.max_rows):
             try:
                 self._take(self.steps.peek())
             except BaseException as exc:
