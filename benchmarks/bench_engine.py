@@ -155,8 +155,12 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _run(*args: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=900, check=False)
+def _run(*args: str, src: str | None = None) -> dict[str, Any]:
+    env = dict(os.environ)
+    if src:
+        env["PYTHONPATH"] = src  # another version of test_tube, for the baseline
+    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=900, check=False,
+                         env=env)
     if out.returncode != 0:
         raise SystemExit(f"{args} failed:\n{out.stderr}")
     result: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
@@ -170,6 +174,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--kills", type=int, default=3, help="kill -9 runs per round")
     ap.add_argument("--no-variants", action="store_true")
+    ap.add_argument("--baseline", metavar="SRC",
+                    help="also run end to end with the test_tube package under SRC (e.g. the src/ of "
+                         "`git archive <commit> src | tar -x -C /tmp/old`), in the same rounds")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -195,6 +202,8 @@ def main() -> int:
         rec: dict[str, Any] = {"round": r}
         for what in pair:
             rec[what] = _run(me, "--n", str(n), "--child", what)
+        if args.baseline:
+            rec["baseline"] = _run(me, "--n", str(n), "--child", "e2e", src=args.baseline)
         rec["max"] = _run(me, "--n", str(n), "--child", "max")
         if variants:
             rec["variants"] = {}
@@ -227,6 +236,12 @@ def main() -> int:
         f"| log() max over {n:,} calls (ms) | {log_max:.1f} | ≤ {TARGETS['log_max_ms']} "
         f"| {_met(log_max <= TARGETS['log_max_ms'])} |",
         f"| close() (s) | {e2e['close_s']:.3f} | ≤ {TARGETS['close_s']} | {_met(e2e['close_s'] <= TARGETS['close_s'])} |",
+        *([f"| baseline ({args.baseline}) end to end (µs/step) | "
+           f"{med([x['baseline']['e2e_us'] for x in runs]):.3f} | | |",
+           f"| baseline end to end × floor | "
+           f"{med([x['baseline']['e2e_us'] / x['floor']['e2e_us'] for x in runs]):.2f}× | | |",
+           f"| baseline close() (s) | {med([x['baseline']['close_s'] for x in runs]):.3f} | | |"]
+          if args.baseline else []),
         f"| loop thread CPU per step (µs) | {e2e['loop_thread_cpu_us']:.3f} | | |",
         f"| other threads' CPU per step during the loop (µs) | {e2e['other_cpu_us']:.3f} | | |",
         f"| loop wall per step (µs) | {e2e['loop_us']:.3f} | | |",
