@@ -101,29 +101,25 @@ class TensorBoardSink:
         steps = table.column("step").to_numpy().astype(np.int64, copy=False)
         micros = pc.cast(table.column("created_at").combine_chunks().cast(pa.timestamp("us")), pa.int64())
         wall = micros.to_numpy(zero_copy_only=False).astype(np.float64) / 1e6
-        tags: list[str] = []
-        columns: list[np.ndarray] = []
-        present: list[np.ndarray] = []
+        numeric = [name for name in table.column_names if name not in ("step", "created_at")
+                   and _is_numeric(table.schema.field(name).type)]
         extra: list[bytes] = []
         for name in table.column_names:
-            if name in ("step", "created_at"):
-                continue
-            column = table.column(name)
-            t = column.type
-            if pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_boolean(t):
-                array = column.combine_chunks()
-                valid = np.ones(n, bool) if array.null_count == 0 else array.is_valid().to_numpy(zero_copy_only=False)
-                filled = pc.fill_null(array.cast(pa.float64()), 0.0) if array.null_count else array.cast(pa.float64())
-                tags.append(name)
-                columns.append(filled.to_numpy(zero_copy_only=False))
-                present.append(valid)
-            elif pa.types.is_string(t) or pa.types.is_large_string(t):
-                extra += self._string_column(name, column, steps, wall)
+            t = table.schema.field(name).type
+            if name not in ("step", "created_at") and (pa.types.is_string(t) or pa.types.is_large_string(t)):
+                extra += self._string_column(name, table.column(name), steps, wall)
         records = b""
-        if tags:
+        if numeric:
+            values = np.empty((n, len(numeric)), np.float32)
+            present = np.ones((n, len(numeric)), bool)
             with np.errstate(over="ignore", invalid="ignore"):
-                values = np.stack(columns, axis=1).astype(np.float32)
-            records = _tfevents.scalar_records(tags, steps, wall, values, np.stack(present, axis=1))
+                for j, name in enumerate(numeric):
+                    array = table.column(name).combine_chunks()
+                    if array.null_count:
+                        present[:, j] = array.is_valid().to_numpy(zero_copy_only=False)
+                        array = pc.fill_null(array, pa.scalar(0, array.type))
+                    values[:, j] = array.to_numpy(zero_copy_only=False)
+            records = _tfevents.scalar_records(numeric, steps, wall, values, present)
         if records or extra:
             self._append(records + b"".join(extra))
 
@@ -189,6 +185,10 @@ class TensorBoardSink:
                 raise
         finally:
             os.close(fd)
+
+
+def _is_numeric(t: pa.DataType) -> bool:
+    return bool(pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_boolean(t))
 
 
 def _histogram_value(name: str, text: str) -> bytes:

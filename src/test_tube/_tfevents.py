@@ -250,24 +250,23 @@ def hparams_value(hparams: dict[str, float | str | bool], start_time: float, gro
 # -- scalars in bulk --------------------------------------------------------------
 
 
+_VARINT_LIMITS = np.array([1 << (7 * k) for k in range(1, 10)], np.uint64)
+
+
 def _varint_lengths(values: np.ndarray) -> np.ndarray:
-    """Bytes each int64 takes as a varint (1..10)."""
-    u = values.astype(np.uint64)
-    lengths = np.ones(len(u), np.int64)
-    for k in range(1, 10):
-        lengths += u >= np.uint64(1 << (7 * k))
-    return lengths
+    """Bytes each int64 takes as a varint (1..10; a negative one takes 10)."""
+    return np.searchsorted(_VARINT_LIMITS, values.astype(np.uint64), side="right") + 1
 
 
 def _varint_bytes(values: np.ndarray, width: int) -> np.ndarray:
-    """(n, width) uint8 varints of values that all take ``width`` bytes."""
+    """(width, n) uint8: byte k of each value's varint in row k (all values take ``width`` bytes)."""
     u = values.astype(np.uint64)
-    out = np.empty((len(u), width), np.uint8)
+    out = np.empty((width, len(u)), np.uint8)
     for k in range(width):
         chunk = (u >> np.uint64(7 * k)) & np.uint64(0x7F)
         if k < width - 1:
             chunk |= np.uint64(0x80)
-        out[:, k] = chunk.astype(np.uint8)
+        out[k] = chunk
     return out
 
 
@@ -295,28 +294,26 @@ def scalar_records(
         if n == 0:
             return b""
     step_len = _varint_lengths(steps)
-    pattern = np.packbits(present, axis=1)
-    key = np.concatenate([pattern, step_len.astype(np.uint8)[:, None]], axis=1)
-    if len(key) and (key == key[0]).all():
-        groups: list[np.ndarray] = [np.arange(n)]
-    else:
-        _, inverse = np.unique(key, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        order = np.argsort(inverse, kind="stable")
-        bounds = np.flatnonzero(np.diff(inverse[order])) + 1
-        groups = np.split(order, bounds)
+    groups = _layout_groups(present, step_len)
     encoded_tags = [field_bytes(1, t.encode()) for t in tags]
     pieces: list[np.ndarray] = []
-    lengths = np.empty(n, np.int64)
     for rows in groups:
         first = int(rows[0])
         columns = np.flatnonzero(present[first])
-        block = _scalar_block(encoded_tags, columns, steps[rows], wall[rows], values[rows][:, columns],
-                              int(step_len[first]))
-        pieces.append(block)
-        lengths[rows] = block.shape[1]
+        if len(groups) == 1:  # the usual case: no copies
+            chosen = values if len(columns) == values.shape[1] else values[:, columns]
+            pieces.append(_scalar_block(encoded_tags, columns, steps, wall, chosen, int(step_len[0])))
+        else:
+            pieces.append(_scalar_block(encoded_tags, columns, steps[rows], wall[rows], values[rows][:, columns],
+                                        int(step_len[first])))
     if len(groups) == 1:
         return pieces[0].tobytes()
+    if _order_kept(groups, present):
+        return b"".join(block.tobytes() for block in pieces)
+    # Rows of several layouts interleave under one tag: put every record back at its row's place.
+    lengths = np.empty(n, np.int64)
+    for rows, block in zip(groups, pieces):
+        lengths[rows] = block.shape[1]
     ends = np.cumsum(lengths)
     out = np.empty(int(ends[-1]), np.uint8)
     starts = ends - lengths
@@ -324,6 +321,48 @@ def scalar_records(
         index = starts[rows][:, None] + np.arange(block.shape[1])
         out[index.ravel()] = block.ravel()
     return out.tobytes()
+
+
+def _layout_groups(present: np.ndarray, step_len: np.ndarray) -> list[np.ndarray]:
+    """The rows of each layout (which values are present, how wide the step is), in order of first row."""
+    n, k = present.shape
+    if present.all():
+        key = step_len
+    elif k <= 56:
+        key = (present.astype(np.int64) << np.arange(k, dtype=np.int64)).sum(axis=1) * 16 + step_len
+    else:
+        _, key = np.unique(np.concatenate([np.packbits(present, axis=1), step_len.astype(np.uint8)[:, None]], axis=1),
+                           axis=0, return_inverse=True)
+        key = key.reshape(-1)
+    if (key == key[0]).all():
+        return [np.arange(n)]
+    changes = np.flatnonzero(key[1:] != key[:-1]) + 1
+    if len(changes) < 64:
+        # A few runs (the step grew a byte, a column appeared): each run is a group.
+        bounds = [0, *changes.tolist(), n]
+        runs = [np.arange(a, b) for a, b in zip(bounds, bounds[1:])]
+        merged: dict[int, list[np.ndarray]] = {}
+        for run in runs:
+            merged.setdefault(int(key[run[0]]), []).append(run)
+        return [np.concatenate(parts) for parts in merged.values()]
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(inverse[order])) + 1)
+    return [groups[i] for i in np.argsort(first)]
+
+
+def _order_kept(groups: list[np.ndarray], present: np.ndarray) -> bool:
+    """True if writing the groups one after another keeps each column's records in row order.
+
+    That holds when, for every column, the groups holding it do not interleave
+    (train rows and validation rows with other keys; a step that grew a byte).
+    """
+    spans = [(int(rows[0]), int(rows[-1]), present[int(rows[0])]) for rows in groups]
+    for column in range(present.shape[1]):
+        holding = sorted((lo, hi) for lo, hi, cols in spans if cols[column])
+        if any(prev_hi > lo for (_, prev_hi), (lo, _) in zip(holding, holding[1:])):
+            return False
+    return True
 
 
 def _scalar_block(
@@ -339,26 +378,34 @@ def _scalar_block(
     length = len(data)
     header = struct.pack("<Q", length)
     header += struct.pack("<I", masked(crc32c(header)))
-    varying = [1 + i for i in range(8)] + [10 + i for i in range(step_width)]
     value_offsets = []
     pos = len(data) - len(summary)
     for part in value_parts:
         pos += len(part)
         value_offsets.append(pos - 4)
-    for off in value_offsets:
-        varying += [off, off + 1, off + 2, off + 3]
+    wall_bytes = wall.astype("<f8").view(np.uint8).reshape(rows, 8)
+    value_bytes = np.ascontiguousarray(values, "<f4").view(np.uint8).reshape(rows, -1)
+    step_bytes = _varint_bytes(steps, step_width)
     block = np.empty((rows, 12 + length + 4), np.uint8)
     block[:, :12] = np.frombuffer(header, np.uint8)
     body = block[:, 12:12 + length]
     body[:] = np.frombuffer(data, np.uint8)
-    body[:, 1:9] = wall.astype("<f8").view(np.uint8).reshape(rows, 8)
-    body[:, 10:10 + step_width] = _varint_bytes(steps, step_width)
-    value_bytes = np.ascontiguousarray(values, "<f4").view(np.uint8).reshape(rows, -1)
+    body[:, 1:9] = wall_bytes
+    body[:, 10:10 + step_width] = step_bytes.T
     for j, off in enumerate(value_offsets):
         body[:, off:off + 4] = value_bytes[:, 4 * j:4 * j + 4]
+    # The CRC: the layout's, XOR each varying byte's contribution at its distance
+    # from the end.  The bytes are read from contiguous rows (a transposed copy):
+    # a look-up over a strided column costs three times as much.
     tables = _shift_tables(length)
     crc = np.full(rows, crc32c(data), np.uint32)
-    for p in varying:
-        crc ^= tables[length - 1 - p][body[:, p]]
+    scratch = np.empty(rows, np.uint32)
+    by_position = [(1 + i, row) for i, row in enumerate(np.ascontiguousarray(wall_bytes.T))]
+    by_position += [(10 + i, row) for i, row in enumerate(step_bytes)]
+    value_rows = np.ascontiguousarray(value_bytes.T)
+    by_position += [(off + i, value_rows[4 * j + i]) for j, off in enumerate(value_offsets) for i in range(4)]
+    for p, byte_row in by_position:
+        np.take(tables[length - 1 - p], byte_row, out=scratch)
+        crc ^= scratch
     block[:, 12 + length:] = _masked_array(crc).astype("<u4").view(np.uint8).reshape(rows, 4)
     return block
