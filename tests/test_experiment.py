@@ -740,7 +740,7 @@ def test_public_names_are_pinned() -> None:
     assert test_tube.__all__ == sorted(test_tube.__all__)
     assert set(test_tube.__all__) == {
         "Experiment", "ExperimentClosedError", "FinalFlushWarning", "GitSnapshotWarning",
-        "HyperOptArgumentParser", "RankError", "TestTubeError", "TrialError", "VersionAgreementError",
+        "HyperOptArgumentParser", "RankError", "SlurmCluster", "TestTubeError", "TrialError", "VersionAgreementError",
         "VersionInUseError", "WriterError",
         "__version__", "checkout_snapshot", "read", "runs",
     }

@@ -108,7 +108,7 @@ class Experiment(SummaryWriterMethods):
         *,
         per_rank: bool = False,
         flush_interval: float = 2.0,
-        formats: tuple[str, ...] | list[str] = ("csv", "parquet"),
+        formats: tuple[str, ...] | list[str] = ("csv", "parquet", "tensorboard"),
         max_queue_rows: int = 65_536,
         max_queue_bytes: int = 256 * 2**20,
         exit_timeout: float = 10.0,

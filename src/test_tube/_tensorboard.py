@@ -117,7 +117,7 @@ class TensorBoardSink:
                     array = table.column(name).combine_chunks()
                     if array.null_count:
                         present[:, j] = array.is_valid().to_numpy(zero_copy_only=False)
-                        array = pc.fill_null(array, pa.scalar(0, array.type))
+                        array = pc.fill_null(array, pa.scalar(False if pa.types.is_boolean(array.type) else 0, array.type))
                     values[:, j] = array.to_numpy(zero_copy_only=False)
             records = _tfevents.scalar_records(numeric, steps, wall, values, present)
         if records or extra:
