@@ -662,7 +662,7 @@ def _walltime_ns(walltime: Any) -> int:
     seconds = float(walltime)
     if not 0 <= seconds < 2**62 / 1e9:
         raise LogValueError(f"walltime must be seconds since the epoch, got {walltime!r}", key="walltime")
-    return round(seconds * 1e9)
+    return round(seconds * 1e6) * 1000  # rows keep microseconds; rounding at ns would round 0.25 s down
 
 
 def _resolve_step(step: Any, global_step: Any) -> int | None:
