@@ -237,3 +237,16 @@ def test_tensorboard_server_lists_the_runs_and_serves_their_scalars(tmp_path: Pa
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_writing_event_files_imports_neither_tensorboard_nor_protobuf_nor_matplotlib() -> None:
+    """A run with scalars, an image, text and tags writes tf/ without importing tensorboard, protobuf, matplotlib or torch."""
+    code = ("import sys, tempfile, numpy, test_tube\n"
+            "with test_tube.Experiment(save_dir=tempfile.mkdtemp(), record_git=False) as exp:\n"
+            "    exp.tag({'lr': 0.1}); exp.add_scalar('a', 1.0, 0); exp.add_text('t', 'x', 0)\n"
+            "    exp.add_image('i', numpy.zeros((3, 4, 4), numpy.uint8), 0); exp.add_histogram('h', [1.0, 2.0], 0)\n"
+            "import os; print(len(os.listdir(exp.get_logdir())))\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorboard', 'google', 'matplotlib', 'torch')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["1", "[]"]
