@@ -85,7 +85,9 @@ class Experiment(SummaryWriterMethods):
             ``_rendezvous``: pass ``version=``, or open the Experiment after
             ``init_process_group()`` or under torchrun/SLURM, which name the launch).
         flush_interval: seconds between periodic flushes; a crash loses at most this window.
-        formats: published files, a subset of ``{"csv", "parquet"}``.
+        formats: published files, a subset of ``{"csv", "parquet", "tensorboard"}``; all three
+            by default.  ``"tensorboard"`` writes ``tf/events.out.tfevents.*`` (see ``_tensorboard``),
+            so ``tensorboard --logdir <save_dir>`` shows the run, as test-tube 0.7.5's did.
         max_queue_rows: rows that may wait for the writer before ``log()`` blocks (on the fast
             path, rows of one key set; see ``_fastpath``).
         max_queue_bytes: bytes of strings and images that may wait before ``log()`` blocks.
@@ -608,7 +610,7 @@ class Experiment(SummaryWriterMethods):
         raise TypeError(
             "an Experiment cannot be pickled: it owns a writer thread and open files. "
             "Pass exp.log_dir to the worker and read results with test_tube.read(), "
-            "or open a separate Experiment in the worker."
+            "open a separate Experiment in the worker, or pickle exp.get_meta_copy() (0.7.5's stand-in)."
         )
 
     def __str__(self) -> str:
