@@ -218,12 +218,13 @@ class SummaryWriterMethods:
 
         Each row holds ``step``, ``created_at`` (``"YYYY-MM-DD HH:MM:SS.ffffff"``,
         UTC) and its values; an image cell is its ``media/`` path.  It flushes
-        (``save()``) and reads the files, so it costs a read of the whole run:
+        (``save()``, unless closed) and reads the files, so it costs a read of the whole run:
         not for the training loop.  ``[]`` in debug mode and on ranks above 0.
         """
         if self._inert:
             return []
-        self.save()
+        if not self.closed:
+            self.save()
         from ._read import read
 
         rows = read(self.log_dir).to_pylist()

@@ -86,7 +86,7 @@ class TensorBoardSink:
         if hparams:
             parts.append(hparams)
         if parts:
-            self._append(b"".join(parts))
+            self._append(parts)
             self._images.clear()
 
     def close(self) -> None:
@@ -100,6 +100,8 @@ class TensorBoardSink:
             return
         steps = table.column("step").to_numpy().astype(np.int64, copy=False)
         micros = pc.cast(table.column("created_at").combine_chunks().cast(pa.timestamp("us")), pa.int64())
+        if micros.null_count:  # rows carried over from a 0.7.5 CSV whose created_at did not parse
+            micros = pc.fill_null(micros, 0)
         wall = micros.to_numpy(zero_copy_only=False).astype(np.float64) / 1e6
         numeric = [name for name in table.column_names if name not in ("step", "created_at")
                    and _is_numeric(table.schema.field(name).type)]
@@ -108,7 +110,7 @@ class TensorBoardSink:
             t = table.schema.field(name).type
             if name not in ("step", "created_at") and (pa.types.is_string(t) or pa.types.is_large_string(t)):
                 extra += self._string_column(name, table.column(name), steps, wall)
-        records = b""
+        records: list[Any] = []
         if numeric:
             values = np.empty((n, len(numeric)), np.float32)
             present = np.ones((n, len(numeric)), bool)
@@ -121,7 +123,7 @@ class TensorBoardSink:
                     values[:, j] = array.to_numpy(zero_copy_only=False)
             records = _tfevents.scalar_records(numeric, steps, wall, values, present)
         if records or extra:
-            self._append(records + b"".join(extra))
+            self._append([*records, *extra])
 
     def _string_column(self, name: str, column: pa.ChunkedArray, steps: np.ndarray, wall: np.ndarray) -> list[bytes]:
         """Records for a text column, and image cells kept for the next flush."""
@@ -164,27 +166,39 @@ class TensorBoardSink:
         value = _tfevents.hparams_value(values, self._start, self._group)
         return _tfevents.record(_tfevents.event(time.time(), 0, [value]))
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, parts: list[Any]) -> None:
+        """Append whole records (bytes or uint8 arrays) with writev; a failed write is cut off again."""
         if self.path is None:
             os.makedirs(self.tf_dir, exist_ok=True)
-            now = time.time()
-            # TensorBoard's own naming: readers pick files by the "tfevents" in the name.
-            self.path = os.path.join(self.tf_dir, f"events.out.tfevents.{int(now)}.{socket.gethostname()}.{os.getpid()}"
-                                                  f".{id(self) & 0xFFFF}")
-            data = _tfevents.record(_tfevents.file_version_event(now)) + data
+            now_ns = time.time_ns()
+            now = now_ns / 1e9
+            # Readers pick files by the "tfevents" in the name and read a run's files in
+            # name order: seconds, then nanoseconds, keep a resumed session's file after the first.
+            seconds, nanos = divmod(now_ns, 10**9)
+            self.path = os.path.join(self.tf_dir, f"events.out.tfevents.{seconds}.{nanos:09d}.{socket.gethostname()}"
+                                                  f".{os.getpid()}")
+            parts = [_tfevents.record(_tfevents.file_version_event(now)), *parts]
+        views = [memoryview(p).cast("B") for p in parts if len(p)]
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             size = os.fstat(fd).st_size
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                while views:
+                    written = os.writev(fd, views[:_IOV_MAX])
+                    while views and written >= len(views[0]):
+                        written -= len(views[0])
+                        views.pop(0)
+                    if views and written:
+                        views[0] = views[0][written:]
             except BaseException:
                 # Cut a torn record off again (a full disk), so the records after it stay reachable.
                 os.ftruncate(fd, size)
                 raise
         finally:
             os.close(fd)
+
+
+_IOV_MAX = 512
 
 
 def _is_numeric(t: pa.DataType) -> bool:

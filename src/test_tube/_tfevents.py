@@ -277,22 +277,23 @@ def _masked_array(crc: np.ndarray) -> np.ndarray:
 
 def scalar_records(
     tags: Sequence[str], steps: np.ndarray, wall: np.ndarray, values: np.ndarray, present: np.ndarray
-) -> bytes:
+) -> list[np.ndarray]:
     """Framed records, one Event per row, holding a simple_value for each present column.
 
     ``steps`` int64 (n,), ``wall`` float64 seconds (n,), ``values`` float32 (n, k),
     ``present`` bool (n, k); a row with nothing present gets no record.  The
-    records come out in row order.
+    records of each column come out in row order.  Returns uint8 arrays to be
+    written one after another (``os.writev``), so the bytes are never copied again.
     """
     n = len(steps)
     if n == 0 or not len(tags):
-        return b""
+        return []
     keep = present.any(axis=1)
     if not keep.all():
         steps, wall, values, present = steps[keep], wall[keep], values[keep], present[keep]
         n = len(steps)
         if n == 0:
-            return b""
+            return []
     step_len = _varint_lengths(steps)
     groups = _layout_groups(present, step_len)
     encoded_tags = [field_bytes(1, t.encode()) for t in tags]
@@ -306,10 +307,8 @@ def scalar_records(
         else:
             pieces.append(_scalar_block(encoded_tags, columns, steps[rows], wall[rows], values[rows][:, columns],
                                         int(step_len[first])))
-    if len(groups) == 1:
-        return pieces[0].tobytes()
-    if _order_kept(groups, present):
-        return b"".join(block.tobytes() for block in pieces)
+    if len(groups) == 1 or _order_kept(groups, present):
+        return [block.reshape(-1) for block in pieces]
     # Rows of several layouts interleave under one tag: put every record back at its row's place.
     lengths = np.empty(n, np.int64)
     for rows, block in zip(groups, pieces):
@@ -320,7 +319,7 @@ def scalar_records(
     for rows, block in zip(groups, pieces):
         index = starts[rows][:, None] + np.arange(block.shape[1])
         out[index.ravel()] = block.ravel()
-    return out.tobytes()
+    return [out]
 
 
 def _layout_groups(present: np.ndarray, step_len: np.ndarray) -> list[np.ndarray]:
