@@ -664,7 +664,8 @@ def _walltime_ns(walltime: Any) -> int:
     seconds = float(walltime)
     if not 0 <= seconds < 2**62 / 1e9:
         raise LogValueError(f"walltime must be seconds since the epoch, got {walltime!r}", key="walltime")
-    return round(seconds * 1e6) * 1000  # rows keep microseconds; rounding at ns would round 0.25 s down
+    # Rows keep microseconds; going through ns in a float would store 1700000000.25 as .249999.
+    return round(seconds * 1e6) * 1000
 
 
 def _resolve_step(step: Any, global_step: Any) -> int | None:
