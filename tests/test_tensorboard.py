@@ -206,9 +206,10 @@ def _get(url: str) -> Any:
 
 
 def test_tensorboard_server_lists_the_runs_and_serves_their_scalars(tmp_path: Path) -> None:
-    """`tensorboard --logdir <save_dir>` on 127.0.0.1: runs <name>/version_<N>/tf, scalars equal to read()."""
-    for name in ("mnist", "mnist", "cifar"):
+    """`tensorboard --logdir <save_dir>` on 127.0.0.1: runs <name>/version_<N>/tf, scalars equal to read(), HParams."""
+    for lr, name in ((0.1, "mnist"), (0.01, "mnist"), (0.5, "cifar")):
         with test_tube.Experiment(save_dir=tmp_path, name=name, record_git=False) as exp:
+            exp.tag({"lr": lr, "optimizer": "adam"})
             for i in range(20):
                 exp.log({"loss": 1.0 / (i + 1)}, step=i)
     port = _free_port()
@@ -234,6 +235,18 @@ def test_tensorboard_server_lists_the_runs_and_serves_their_scalars(tmp_path: Pa
         expected = series(tmp_path / "mnist" / "version_1", "loss")
         assert [p[1] for p in points] == [s for s, _, _ in expected]
         assert [p[2] for p in points] == pytest.approx([v for _, _, v in expected], rel=1e-6)
+        # The HParams tab: one session group per version, with its tags and the last loss as a metric.
+        body = {"experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN"], "colParams": [], "startIndex": 0,
+                "sliceSize": 10}
+        request = urllib.request.Request(f"{base}/data/plugin/hparams/session_groups", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            groups = json.loads(response.read())["sessionGroups"]
+        assert {g["name"]: g["hparams"] for g in groups} == {
+            "mnist/version_0": {"lr": 0.1, "optimizer": "adam"}, "mnist/version_1": {"lr": 0.01, "optimizer": "adam"},
+            "cifar/version_0": {"lr": 0.5, "optimizer": "adam"}}
+        last = {g["name"]: g["metricValues"][0] for g in groups}["mnist/version_1"]
+        assert (last["name"]["tag"], last["trainingStep"]) == ("loss", 19)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
