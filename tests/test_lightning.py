@@ -205,6 +205,26 @@ def test_pickling_a_fresh_logger_pins_its_version(tmp_path: Path) -> None:
     assert _rows(tmp_path / "fresh" / "version_0", "x") == [(0, 1.0), (1, 2.0)]
 
 
+def test_summary_writer_calls_on_the_loggers_experiment_land_in_both_files(tmp_path: Path) -> None:
+    """self.logger.experiment.add_histogram/add_image, as the former logger's docs said: rows and TensorBoard records."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    class WithHistogram(Tiny):
+        def on_train_epoch_end(self) -> None:
+            self.logger.experiment.add_histogram("weights", self.layer.weight, self.global_step)
+            self.logger.experiment.add_image("kernel", self.layer.weight.unsqueeze(0).sigmoid(), self.global_step)
+
+    logger = TestTubeLogger(tmp_path, name="sw")
+    trainer(logger).fit(WithHistogram(), data(), data())
+    assert [s for s, _ in _rows(logger.log_dir, "weights")] == [4, 8]
+    assert [s for s, _ in _rows(logger.log_dir, "kernel.png")] == [4, 8]
+    events = EventAccumulator(str(Path(logger.log_dir) / "tf"), size_guidance={"histograms": 0, "images": 0})
+    events.Reload()
+    assert [h.step for h in events.Histograms("weights")] == [4, 8]
+    assert [(i.step, i.height, i.width) for i in events.Images("kernel")] == [(4, 1, 4), (8, 1, 4)]
+    assert [e.step for e in events.Scalars("train_loss")] == list(range(8))
+
+
 def test_debug_writes_nothing(tmp_path: Path) -> None:
     """debug=True, as in the former logger: a full fit leaves no test_tube files."""
     logger = TestTubeLogger(tmp_path, name="dbg", debug=True)

@@ -211,3 +211,20 @@ def test_add_methods_do_nothing_in_debug_mode(tmp_path: Path) -> None:
     exp.flush()
     exp.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_torch_tensors_are_taken_by_add_image_add_histogram_and_add_scalar(tmp_path: Path) -> None:
+    """A CHW float tensor, a tensor of weights and a 0-d tensor: read with detach().cpu(), stored as numpy would be."""
+    torch = pytest.importorskip("torch")
+    img = torch.zeros(3, 4, 6)
+    img[1] = 1.0
+    weights = torch.arange(100, dtype=torch.float32)
+    with open_exp(tmp_path) as exp:
+        exp.add_image("t", img, 0)
+        exp.add_histogram("w", weights, 0, bins=10)
+        exp.add_scalar("s", torch.tensor(0.5), 0)
+    pixels = iio.imread(Path(exp.log_dir) / cells(exp, "t.png")[0][1])
+    assert pixels.shape == (4, 6, 3) and (pixels[..., 1] == 255).all() and (pixels[..., 0] == 0).all()
+    histogram = json.loads(cells(exp, "w")[0][1])["histogram"]
+    assert histogram["bucket"] == [10.0] * 10 and histogram["sum"] == 4950.0
+    assert cells(exp, "s") == [(0, 0.5)]
