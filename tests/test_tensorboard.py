@@ -177,8 +177,10 @@ def test_tags_are_hparams_and_strings_are_text(tmp_path: Path) -> None:
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     with test_tube.Experiment(save_dir=tmp_path, name="hp", record_git=False) as exp:
-        exp.tag({"lr": 0.01, "optimizer": "adam", "nesterov": True, "layers": [64, 32]})
+        exp.tag({"lr": 0.01, "optimizer": "adam", "nesterov": True, "layers": [64, 32], "decay": np.float32(0.5),
+                 "mask": np.array([1, 0])})
         exp.log({"phase": "warm-up", "loss": 1.0})
+        exp.save()  # a second flush compares the tags with those written (an array among them)
         exp.log({"phase": "train", "loss": 0.5})
     acc = accumulate(exp.log_dir)
     [start] = acc.Tensors("_hparams_/session_start_info")
@@ -189,6 +191,7 @@ def test_tags_are_hparams_and_strings_are_text(tmp_path: Path) -> None:
     assert info.hparams["optimizer"].string_value == "adam"
     assert info.hparams["nesterov"].bool_value is True
     assert info.hparams["layers"].string_value == "[64, 32]"
+    assert info.hparams["decay"].number_value == 0.5 and info.hparams["mask"].string_value == "[1 0]"
     assert info.group_name == "hp/version_0"
     assert [(t.step, t.tensor_proto.string_val) for t in acc.Tensors("phase")] == [(0, [b"warm-up"]), (1, [b"train"])]
     assert acc.SummaryMetadata("phase").plugin_data.plugin_name == "text"

@@ -69,7 +69,7 @@ class TensorBoardSink:
         self._group = group
         self.path: str | None = None  # created with the first record
         self._images: list[tuple[str, int, float, str]] = []  # (tag, step, wall, relpath) until the next flush
-        self._hparams_written: dict[str, Any] | None = None
+        self._hparams_written: dict[str, bool | int | float | str] | None = None
         self._start = time.time()
 
     # -- the Sink protocol --------------------------------------------------------
@@ -158,11 +158,10 @@ class TensorBoardSink:
         return _tfevents.record(_tfevents.event(wall, step, [value]))
 
     def _hparams_record(self) -> bytes:
-        tags = {k: v for k, v in self._tags().items()}
-        if not tags or tags == self._hparams_written:
+        values = {k: _hparam(v) for k, v in self._tags().items()}
+        if not values or values == self._hparams_written:
             return b""
-        self._hparams_written = tags
-        values = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in tags.items()}
+        self._hparams_written = values
         value = _tfevents.hparams_value(values, self._start, self._group)
         return _tfevents.record(_tfevents.event(time.time(), 0, [value]))
 
@@ -199,6 +198,13 @@ class TensorBoardSink:
 
 
 _IOV_MAX = 512
+
+
+def _hparam(value: Any) -> bool | int | float | str:
+    """A tag as the HParams plugin takes it: a number, a bool or text (anything else as its text)."""
+    if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
+        value = value.item()  # a numpy scalar or a 0-d tensor
+    return value if isinstance(value, (bool, int, float, str)) else str(value)
 
 
 def _is_numeric(t: pa.DataType) -> bool:
