@@ -71,7 +71,7 @@ def child_e2e(n: int) -> dict[str, Any]:
 
     rows = _rows()
     folder = tempfile.mkdtemp(prefix="tt-engine-")
-    exp = test_tube.Experiment(save_dir=folder, name="bench", record_git=False)
+    exp = test_tube.Experiment(save_dir=folder, name="bench", record_git=False, formats=("csv", "parquet"))
     rss_before = _rss_mib()
     log = exp.log
     t0, c0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
@@ -96,7 +96,7 @@ def child_max(n: int) -> dict[str, Any]:
 
     rows = _rows()
     folder = tempfile.mkdtemp(prefix="tt-engine-")
-    exp = test_tube.Experiment(save_dir=folder, name="bench", record_git=False)
+    exp = test_tube.Experiment(save_dir=folder, name="bench", record_git=False, formats=("csv", "parquet"))
     log = exp.log
     pc = time.perf_counter_ns
     worst = 0
@@ -119,7 +119,7 @@ def child_kill(folder: str, progress: str) -> None:
     fd = os.open(progress, os.O_RDWR)
     shared = mmap.mmap(fd, 8)
     rows = _rows()
-    exp = test_tube.Experiment(save_dir=folder, name="kill", record_git=False)
+    exp = test_tube.Experiment(save_dir=folder, name="kill", record_git=False, formats=("csv", "parquet"))
     log = exp.log
     put = struct.Struct("<q").pack_into
     print("ready", flush=True)

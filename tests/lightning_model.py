@@ -49,3 +49,12 @@ def trainer(logger: Any, **options: Any) -> L.Trainer:
     )
     settings.update(options)
     return L.Trainer(**settings)
+
+
+def log_on_a_copy(pickled: bytes) -> None:
+    """In a spawned process: load a pickled Trainer, log on its logger's copy and save (no finalize)."""
+    import pickle
+
+    trainer = pickle.loads(pickled)
+    trainer.logger.log_metrics({"acc": 1.0}, step=1)
+    trainer.logger.save()

@@ -740,8 +740,8 @@ def test_public_names_are_pinned() -> None:
     assert test_tube.__all__ == sorted(test_tube.__all__)
     assert set(test_tube.__all__) == {
         "DamagedRunError", "DamagedRunWarning", "Experiment", "ExperimentClosedError", "FinalFlushWarning",
-        "GitSnapshotWarning",
-        "HyperOptArgumentParser", "RankError", "TestTubeError", "TrialError", "VersionAgreementError",
+        "GitSnapshotWarning", "HyperOptArgumentParser", "RankError", "SlurmCluster", "TestTubeError", "TrialError",
+        "VersionAgreementError",
         "VersionInUseError", "WriterError",
         "__version__", "checkout_snapshot", "read", "runs",
     }

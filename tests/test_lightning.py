@@ -144,6 +144,87 @@ def test_the_logger_pickles_without_its_experiment(tmp_path: Path) -> None:
     logger.finalize("success")
 
 
+def _picklable_trainer(tmp_path: Path, name: str) -> tuple[TestTubeLogger, Any]:
+    """What Lightning's own logger test does before pickling: open the experiment, log, save."""
+    logger = TestTubeLogger(tmp_path, name=name)
+    assert isinstance(logger.experiment, test_tube.Experiment)
+    logger.log_metrics({"a": 1.0}, step=0)
+    logger.save()
+    pickle.dumps(logger)
+    return logger, trainer(logger)
+
+
+def test_a_pickled_trainer_logs_into_the_same_version_in_this_process(tmp_path: Path) -> None:
+    """The Trainer pickled and loaded here: the copy and the original both log to version 0, no row lost or doubled."""
+    logger, fit = _picklable_trainer(tmp_path, "pk")
+    copy = pickle.loads(pickle.dumps(fit))
+    copy.logger.log_metrics({"acc": 1.0}, step=1)  # no VersionInUseError
+    logger.log_metrics({"a": 2.0}, step=2)
+    copy.logger.save()
+    assert copy.logger.experiment is logger.experiment  # one process, one open Experiment per version
+    assert (copy.logger.name, copy.logger.save_dir, copy.logger.version) == ("pk", str(tmp_path), 0)
+    copy.logger.finalize("success")
+    logger.log_metrics({"a": 3.0}, step=3)  # the original opens the version again after the copy closed it
+    logger.finalize("success")
+    table = test_tube.read(tmp_path / "pk" / "version_0")
+    assert table.select(["step", "a", "acc"]).to_pylist() == [
+        {"step": 0, "a": 1.0, "acc": None}, {"step": 1, "a": None, "acc": 1.0},
+        {"step": 2, "a": 2.0, "acc": None}, {"step": 3, "a": 3.0, "acc": None}]
+    assert [p.name for p in (tmp_path / "pk").iterdir()] == ["version_0"]
+    assert _meta(logger.log_dir)["status"] == "finished"
+
+
+def test_a_pickled_trainer_logs_into_the_same_version_in_a_spawned_process(tmp_path: Path) -> None:
+    """The Trainer loaded in a spawned process logs and saves there; the original then goes on in the same version."""
+    import multiprocessing
+
+    from lightning_model import log_on_a_copy
+
+    logger, fit = _picklable_trainer(tmp_path, "spawned")
+    child = multiprocessing.get_context("spawn").Process(target=log_on_a_copy, args=(pickle.dumps(fit),))
+    child.start()
+    child.join(240)
+    assert child.exitcode == 0
+    logger.log_metrics({"a": 2.0}, step=2)
+    logger.finalize("success")
+    table = test_tube.read(tmp_path / "spawned" / "version_0")
+    assert table.select(["step", "a", "acc"]).to_pylist() == [
+        {"step": 0, "a": 1.0, "acc": None}, {"step": 1, "a": None, "acc": 1.0}, {"step": 2, "a": 2.0, "acc": None}]
+    assert [p.name for p in (tmp_path / "spawned").iterdir()] == ["version_0"]
+
+
+def test_pickling_a_fresh_logger_pins_its_version(tmp_path: Path) -> None:
+    """A logger pickled before its first use claims its version then, so the copy and the original agree."""
+    logger = TestTubeLogger(tmp_path, name="fresh")
+    copy = pickle.loads(pickle.dumps(logger))
+    copy.log_metrics({"x": 1.0}, step=0)
+    logger.log_metrics({"x": 2.0}, step=1)
+    copy.finalize("success")
+    logger.finalize("success")
+    assert copy.version == logger.version == 0
+    assert _rows(tmp_path / "fresh" / "version_0", "x") == [(0, 1.0), (1, 2.0)]
+
+
+def test_summary_writer_calls_on_the_loggers_experiment_land_in_both_files(tmp_path: Path) -> None:
+    """self.logger.experiment.add_histogram/add_image, as the former logger's docs said: rows and TensorBoard records."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    class WithHistogram(Tiny):
+        def on_train_epoch_end(self) -> None:
+            self.logger.experiment.add_histogram("weights", self.layer.weight, self.global_step)
+            self.logger.experiment.add_image("kernel", self.layer.weight.unsqueeze(0).sigmoid(), self.global_step)
+
+    logger = TestTubeLogger(tmp_path, name="sw")
+    trainer(logger).fit(WithHistogram(), data(), data())
+    assert [s for s, _ in _rows(logger.log_dir, "weights")] == [4, 8]
+    assert [s for s, _ in _rows(logger.log_dir, "kernel.png")] == [4, 8]
+    events = EventAccumulator(str(Path(logger.log_dir) / "tf"), size_guidance={"histograms": 0, "images": 0})
+    events.Reload()
+    assert [h.step for h in events.Histograms("weights")] == [4, 8]
+    assert [(i.step, i.height, i.width) for i in events.Images("kernel")] == [(4, 1, 4), (8, 1, 4)]
+    assert [e.step for e in events.Scalars("train_loss")] == list(range(8))
+
+
 def test_debug_writes_nothing(tmp_path: Path) -> None:
     """debug=True, as in the former logger: a full fit leaves no test_tube files."""
     logger = TestTubeLogger(tmp_path, name="dbg", debug=True)

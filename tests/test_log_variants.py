@@ -507,10 +507,10 @@ def test_close_racing_new_layouts_never_reopens_the_fast_path(tmp_path: Path) ->
 
 
 PINNED_ONE_FLOAT = '''\
-def log(metrics, step=None, *, global_step=None):
-    if global_step is not None:
-        if step is not None:
-            return slow(metrics, step, global_step)
+def log(metrics=None, step=None, *, global_step=None, metrics_dict=None):
+    if global_step is not None or metrics_dict is not None:
+        if step is not None or metrics_dict is not None:
+            return slow(metrics, step, global_step, metrics_dict)
         step = global_step
     if type(metrics) is dict:
         n = len(metrics)
@@ -548,7 +548,7 @@ def log(metrics, step=None, *, global_step=None):
                         else:
                             offset[0] = step - s
                             return
-    slow(metrics, step, None)
+    slow(metrics, step, None, metrics_dict)
 '''
 
 
@@ -562,6 +562,6 @@ def test_the_generated_log_is_pinned_and_shows_in_tracebacks(tmp_path: Path) -> 
     with pytest.raises(TypeError) as info:
         exp.log({"x": "text"})  # the fast path hands it to the slow path, which refuses it
     frames = [f for f in traceback.extract_tb(info.value.__traceback__) if f.filename.startswith("<test_tube log()")]
-    assert frames and frames[0].line == "slow(metrics, step, None)", traceback.format_tb(info.value.__traceback__)
+    assert frames and frames[0].line == "slow(metrics, step, None, metrics_dict)", traceback.format_tb(info.value.__traceback__)
     exp.close()
     assert test_tube.read(exp.log_dir).column("x").to_pylist() == [1.0]

@@ -24,6 +24,7 @@ from ._hyperopt_pool import TrialError
 from ._read import read
 from ._runs import runs
 from .argparse_hopt import HyperOptArgumentParser
+from .hpc import SlurmCluster
 
 __version__ = "0.8.0.dev0"
 
@@ -36,6 +37,7 @@ __all__ = [
     "GitSnapshotWarning",
     "HyperOptArgumentParser",
     "RankError",
+    "SlurmCluster",
     "TestTubeError",
     "TrialError",
     "VersionAgreementError",

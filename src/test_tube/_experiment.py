@@ -40,6 +40,8 @@ from ._rows import (
     widen,
 )
 from ._sinks import CsvSink, ParquetSink, Sink
+from ._summary_writer import SummaryWriterMethods
+from ._tensorboard import TF_DIR, TensorBoardSink
 from ._schema import BASE_SCHEMA, concat
 from ._writer import BATCH_BYTES, Writer, writer_error
 
@@ -48,7 +50,7 @@ _time_ns = time.time_ns
 DEFAULT_SAVE_DIR = _options.DEFAULT_SAVE_DIR
 
 
-class Experiment:
+class Experiment(SummaryWriterMethods):
     """One run of a training script: its tags, its logged rows and its images.
 
     ``log()`` never does I/O: it snapshots the row into the run's ring, a
@@ -86,7 +88,9 @@ class Experiment:
             ``_rendezvous``: pass ``version=``, or open the Experiment after
             ``init_process_group()`` or under torchrun/SLURM, which name the launch).
         flush_interval: seconds between periodic flushes (journal synced, files published, heartbeat).
-        formats: published files, a subset of ``{"csv", "parquet"}``.
+        formats: published files, a subset of ``{"csv", "parquet", "tensorboard"}``; all three
+            by default.  ``"tensorboard"`` writes ``tf/events.out.tfevents.*`` (see ``_tensorboard``),
+            so ``tensorboard --logdir <save_dir>`` shows the run, as test-tube 0.7.5's did.
         max_queue_rows: rows that may wait in the ring for the writer before ``log()`` blocks.
         max_queue_bytes: bytes of images that may wait before ``log()`` blocks; the ring's room
             for strings is this much too, at most 64 MiB (a single row may take half).
@@ -109,7 +113,7 @@ class Experiment:
         *,
         per_rank: bool = False,
         flush_interval: float = 2.0,
-        formats: tuple[str, ...] | list[str] = ("csv", "parquet"),
+        formats: tuple[str, ...] | list[str] = ("csv", "parquet", "tensorboard"),
         max_queue_rows: int = 65_536,
         max_queue_bytes: int = 256 * 2**20,
         exit_timeout: float = 10.0,
@@ -213,6 +217,9 @@ class Experiment:
             sinks.append(CsvSink(folder.csv, self._writer))
         if "parquet" in formats:
             sinks.append(ParquetSink(folder.parquet, self._writer, rows=existing))
+        if "tensorboard" in formats:
+            sinks.append(TensorBoardSink(os.path.join(self.log_dir, TF_DIR), folder.media, tags=self._tags_snapshot,
+                                         group=f"{self.name}/version_{self.version}"))
         if existing:
             # Resuming: rebuild the published files from the journal once,
             # whatever a crash left them as.
@@ -236,7 +243,8 @@ class Experiment:
 
     # -- the hot path ----------------------------------------------------------
 
-    def log(self, metrics: Mapping[str, Any], step: int | None = None, *, global_step: int | None = None) -> None:
+    def log(self, metrics: Mapping[str, Any] | None = None, step: int | None = None, *, global_step: int | None = None,
+            metrics_dict: Mapping[str, Any] | None = None) -> None:
         """Add one row: ``metrics`` plus ``step`` and ``created_at``.
 
         Never does I/O (the row is stored into the ring, a memory-mapped file, before
@@ -245,16 +253,22 @@ class Experiment:
         name for it.  Values are captured now: changing ``metrics`` afterwards
         changes nothing.  Raises ``TypeError``/``ValueError`` naming the key for
         a value that cannot be stored, and then nothing of the row is queued.
+        ``metrics_dict`` is 0.7.5's name for ``metrics``, for calls by keyword.
         """
         # Each open Experiment replaces this method with its compiled fast path
         # (``_fastpath``), which hands every row it does not know to _log_slow.
-        self._log_slow(metrics, step, global_step)
+        self._log_slow(metrics, step, global_step, metrics_dict)
 
-    def _log_slow(self, metrics: Any, step: Any, global_step: Any) -> None:
-        now = _time_ns()
+    def _log_slow(self, metrics: Any, step: Any, global_step: Any, metrics_dict: Any = None, *,
+                  walltime: float | None = None) -> None:
+        now = _time_ns() if walltime is None else _walltime_ns(walltime)
         if self._inert:
             return
         self._check_usable("log")
+        if metrics_dict is not None:
+            if metrics is not None:
+                raise LogTypeError("log(): pass the row once, as metrics or as metrics_dict (0.7.5's name), not both")
+            metrics = metrics_dict
         if not isinstance(metrics, Mapping):
             raise LogTypeError(f"log() takes a dict of values, got {type(metrics).__name__}",
                                value_type=type(metrics))
@@ -425,10 +439,17 @@ class Experiment:
 
     # -- everything else ---------------------------------------------------------
 
-    def tag(self, tags: Mapping[str, Any]) -> None:
-        """Add tags (hyperparameters, notes); written to ``meta_tags.csv`` at the next flush."""
+    def tag(self, tags: Mapping[str, Any] | None = None, *, tag_dict: Mapping[str, Any] | None = None) -> None:
+        """Add tags (hyperparameters, notes); written to ``meta_tags.csv`` at the next flush.
+
+        ``tag_dict`` is 0.7.5's name for ``tags``, for calls by keyword.
+        """
         if self._inert:
             return
+        if tag_dict is not None:
+            if tags is not None:
+                raise LogTypeError("tag(): pass the tags once, as tags or as tag_dict (0.7.5's name), not both")
+            tags = tag_dict
         if not isinstance(tags, Mapping):
             raise LogTypeError(f"tag() takes a dict, got {type(tags).__name__}", value_type=type(tags))
         _check_tags(tags)
@@ -623,8 +644,11 @@ class Experiment:
         raise TypeError(
             "an Experiment cannot be pickled: it owns a writer thread and open files. "
             "Pass exp.log_dir to the worker and read results with test_tube.read(), "
-            "or open a separate Experiment in the worker."
+            "open a separate Experiment in the worker, or pickle exp.get_meta_copy() (0.7.5's stand-in)."
         )
+
+    def __str__(self) -> str:
+        return f"Exp: {self.name}, v: {self.version}"
 
     def __repr__(self) -> str:
         state = "debug" if self.debug else "inert" if self._inert else "closed" if self._closed else "open"
@@ -653,8 +677,20 @@ def _check_tags(tags: Mapping[Any, Any]) -> None:
         check_text("tag()", key, text)
 
 
-def _inert_log(metrics: Any, step: Any = None, *, global_step: Any = None) -> None:
+def _inert_log(metrics: Any = None, step: Any = None, *, global_step: Any = None, metrics_dict: Any = None) -> None:
     """log() of an Experiment that writes nothing (debug mode, a rank above 0)."""
+
+
+def _walltime_ns(walltime: Any) -> int:
+    """A SummaryWriter ``walltime`` (seconds since the epoch) as the row's time in ns."""
+    if type(walltime) is bool or not isinstance(walltime, (int, float, np.integer, np.floating)):
+        raise LogTypeError(f"walltime must be seconds since the epoch (a number), got {walltime!r}", key="walltime",
+                           value_type=type(walltime))
+    seconds = float(walltime)
+    if not 0 <= seconds < 2**62 / 1e9:
+        raise LogValueError(f"walltime must be seconds since the epoch, got {walltime!r}", key="walltime")
+    # Rows keep microseconds; going through ns in a float would store 1700000000.25 as .249999.
+    return round(seconds * 1e6) * 1000
 
 
 def _resolve_step(step: Any, global_step: Any) -> int | None:

@@ -63,6 +63,11 @@ _CODES = {code: (typ, column) for code, typ, column in _PACKED.values()}
 #: Beyond this many shapes, rows of new shapes take the slow path (still correct, just slower).
 MAX_SHAPES = 64
 
+# metrics_dict is test-tube 0.7.5's name for the row, for calls by keyword: such a
+# call goes to the slow path, which takes it (or refuses it beside metrics).  The
+# check shares the global_step test's branch: about 5 ns a call when neither is given.
+_SIGNATURE = "def log(metrics=None, step=None, *, global_step=None, metrics_dict=None):"
+
 #: Key paths of each value of a row, in flattening order: ``(("losses", "train"), ("lr",))``.
 Paths = tuple[tuple[str, ...], ...]
 
@@ -254,8 +259,7 @@ class FastPath:
         # body hands every row to the slow path, which raises: the open body
         # never checks a flag.
         self._open = True
-        self._closed_body = self._build(["def log(metrics, step=None, *, global_step=None):",
-                                         "    slow(metrics, step, global_step)"]).__code__
+        self._closed_body = self._build([_SIGNATURE, "    slow(metrics, step, global_step, metrics_dict)"]).__code__
         self.log: Callable[..., None] = self._compile()
         self._open_body = self.log.__code__
 
@@ -295,14 +299,14 @@ class FastPath:
             self.log.__code__ = self._open_body
 
     def _compile(self) -> Any:
-        """Compile ``log(metrics, step=None, *, global_step=None)`` for the shapes so far.
+        """Compile ``log(metrics=None, step=None, *, global_step=None, metrics_dict=None)`` for the shapes so far.
 
         The body for one shape, ``{"loss": float, "lr": np.float32}``::
 
-            def log(metrics, step=None, *, global_step=None):
-                if global_step is not None:
-                    if step is not None:
-                        return slow(metrics, step, global_step)
+            def log(metrics=None, step=None, *, global_step=None, metrics_dict=None):
+                if global_step is not None or metrics_dict is not None:
+                    if step is not None or metrics_dict is not None:
+                        return slow(metrics, step, global_step, metrics_dict)
                     step = global_step
                 if type(metrics) is dict:
                     n = len(metrics)
@@ -328,7 +332,7 @@ class FastPath:
                                         return
                                 elif type(step) is int:
                                     ... the same, with ``step`` and ``offset[0] = step - s`` after
-                slow(metrics, step, None)
+                slow(metrics, step, None, metrics_dict)
 
         A nested dict is loaded key by key after a check that it is a plain
         dict of the expected size (its keys are then exactly the expected
@@ -341,10 +345,10 @@ class FastPath:
         for i, (paths, _) in enumerate(self._layouts):
             by_length.setdefault(len({p[0] for p in paths}), []).append(i)
         lines = [
-            "def log(metrics, step=None, *, global_step=None):",
-            "    if global_step is not None:",
-            "        if step is not None:",
-            "            return slow(metrics, step, global_step)",  # both given: the slow path compares them
+            _SIGNATURE,
+            "    if global_step is not None or metrics_dict is not None:",
+            "        if step is not None or metrics_dict is not None:",
+            "            return slow(metrics, step, global_step, metrics_dict)",  # the slow path compares or takes them
             "        step = global_step",
             "    if type(metrics) is dict:",
             "        n = len(metrics)",
@@ -357,7 +361,7 @@ class FastPath:
                     lines.append(f"            if metrics.keys() == keys_{i}:")
                     body = ["    " + line for line in body]
                 lines += ["            " + line for line in body]
-        lines.append("    slow(metrics, step, None)")
+        lines.append("    slow(metrics, step, None, metrics_dict)")
         return self._build(lines)
 
     def _build(self, lines: list[str]) -> Any:

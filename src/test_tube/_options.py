@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 DEFAULT_SAVE_DIR = "test_tube_logs"
-_FORMATS = frozenset({"csv", "parquet"})
+_FORMATS = frozenset({"csv", "parquet", "tensorboard"})
 
 
 @dataclass(frozen=True)

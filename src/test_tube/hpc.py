@@ -198,6 +198,36 @@ class SlurmCluster:
         self._trial = _trial_from_env()
         self._handling_signal = False
 
+    @staticmethod
+    def slurm_time_to_seconds(job_time: str) -> int:
+        """Seconds in a Slurm time limit, read as 0.7.5 read it.
+
+        ``"D-HH:MM:SS"``, ``"HH:MM:SS"``, ``"MM:SS"`` as Slurm means them; a bare
+        number is seconds, as in 0.7.5 (Slurm itself reads ``--time=12`` as 12
+        minutes); ``"D-HH"`` and ``"D-HH:MM"`` are days and hours (and minutes),
+        as Slurm means them.  Raises ``ValueError`` naming the text otherwise.
+        """
+        text = job_time.strip() if isinstance(job_time, str) else None
+        if not text or not all(part.isdigit() for part in text.replace("-", ":", 1).split(":")):
+            raise ValueError(f"slurm_time_to_seconds(): {job_time!r} is not a Slurm time such as '15:00', "
+                             f"'1:20:12' or '1-12:20:12'")
+        days = 0
+        if "-" in text:
+            day_text, text = text.split("-", 1)
+            days = int(day_text)
+            parts = [int(p) for p in text.split(":")]
+            if len(parts) > 3:
+                raise ValueError(f"slurm_time_to_seconds(): {job_time!r} has too many ':' fields")
+            hours, minutes, seconds = (parts + [0, 0])[:3]
+            return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+        parts = [int(p) for p in text.split(":")]
+        if len(parts) > 3:
+            raise ValueError(f"slurm_time_to_seconds(): {job_time!r} has too many ':' fields")
+        total = 0
+        for part in parts:
+            total = total * 60 + part
+        return total
+
     # -- where we run -----------------------------------------------------------
 
     @property

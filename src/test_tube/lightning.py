@@ -19,6 +19,8 @@ with Lightning's checkpoints in its ``checkpoints/`` folder, and
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from argparse import Namespace
 from collections.abc import Mapping
 from typing import Any
@@ -35,6 +37,12 @@ __all__ = ["TestTubeLogger"]
 
 _TAG_TYPES = (bool, int, float, str, list, tuple, type(None))
 
+# The Experiments the loggers of this process have open, by version folder: a copy
+# of a logger (a pickled Trainer loaded in the same process) shares the original's
+# Experiment instead of opening the version a second time.
+_open: weakref.WeakValueDictionary[str, Experiment] = weakref.WeakValueDictionary()
+_open_lock = threading.Lock()
+
 
 class TestTubeLogger(Logger):
     """Log to ``<save_dir>/<name>/version_<N>/`` with a test_tube ``Experiment``.
@@ -50,6 +58,14 @@ class TestTubeLogger(Logger):
     SLURM requeue).  A later call (``trainer.validate`` after ``trainer.fit``)
     opens the same version again and appends to it, as does a new logger given
     ``version=`` of an earlier run, e.g. to resume from its checkpoint.
+
+    A logger survives pickling (Lightning pickles the Trainer, e.g. to start
+    ``ddp_spawn`` workers): the copy writes to the same version.  Pickling pins
+    the version (claiming it now if none was claimed yet), flushes and closes
+    this process's Experiment so that a copy loaded in another process can take
+    the version over; whichever logger logs next opens it again and appends.
+    Loggers of one process share one open Experiment per version, so a copy
+    loaded in the same process and the original write through the same one.
 
     Args:
         save_dir: root folder of the experiments.
@@ -91,14 +107,27 @@ class TestTubeLogger(Logger):
     @rank_zero_experiment
     def experiment(self) -> Experiment:
         """The open :class:`~test_tube.Experiment` (opened now if need be); Lightning's dummy on other ranks."""
-        if self._experiment is None:
-            self._experiment = Experiment(
+        experiment = self._experiment
+        if experiment is None or experiment.closed:
+            experiment = self._experiment = self._open_experiment()
+            # Pin the version: after finalize(), the next use continues this one.
+            self._version = experiment.version
+        return experiment
+
+    def _open_experiment(self) -> Experiment:
+        """This process's open Experiment on our version, or a new one."""
+        with _open_lock:
+            if self._version is not None and not self.debug:
+                shared = _open.get(_layout.version_dir(os.path.abspath(self._save_dir), self._name, self._version))
+                if shared is not None and not shared.closed:
+                    return shared
+            experiment = Experiment(
                 save_dir=self._save_dir, name=self._name, debug=self.debug, version=self._version,
                 description=self.description, create_git_tag=self.create_git_tag, rank=0, **self._options,
             )
-            # Pin the version: after finalize(), the next use continues this one.
-            self._version = self._experiment.version
-        return self._experiment
+            if not self.debug:
+                _open[experiment.log_dir] = experiment
+            return experiment
 
     @property
     def name(self) -> str:
@@ -167,8 +196,19 @@ class TestTubeLogger(Logger):
             experiment.close(failed=status == "failed")
 
     def __getstate__(self) -> dict[str, Any]:
-        # An Experiment cannot be pickled (it owns a thread and files); a copy
-        # in another process opens its own on first use.
+        """The logger without its Experiment (a thread and open files cannot be pickled).
+
+        The version is pinned first, so the copy writes where the original
+        does, and the Experiment is flushed and closed, so that a copy loaded
+        in another process can open the version (one process writes a version
+        at a time); the original opens it again on its next use.
+        """
+        if _global_rank() == 0 and not self.debug:
+            if self._version is None:
+                self._version = int(self.experiment.version)
+            experiment, self._experiment = self._experiment, None
+            if experiment is not None and not experiment.closed:
+                experiment.close()
         state = self.__dict__.copy()
         state["_experiment"] = None
         return state
