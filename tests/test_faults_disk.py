@@ -14,7 +14,9 @@ from faultlib import check_prefix, check_readers, run, script
 FILL = """
 root, limit = sys.argv[1], int(sys.argv[2])
 import resource
-exp = Experiment(name="d", save_dir=root, record_git=False, flush_interval=0.05, max_queue_rows=2000)
+# A small queue: its ring file (reserved when the Experiment opens) leaves most of the tiny disk to fill.
+exp = Experiment(name="d", save_dir=root, record_git=False, flush_interval=0.05, max_queue_rows=2000,
+                 max_queue_bytes=2**18)
 log_dir = exp.log_dir
 if limit:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit, writes fail with EFBIG

@@ -93,7 +93,7 @@ class Experiment(SummaryWriterMethods):
             so ``tensorboard --logdir <save_dir>`` shows the run, as test-tube 0.7.5's did.
         max_queue_rows: rows that may wait in the ring for the writer before ``log()`` blocks.
         max_queue_bytes: bytes of images that may wait before ``log()`` blocks; the ring's room
-            for strings is this much too, at most 64 MiB (a single row may take half).
+            for strings is this much too, at most 16 MiB (a single row may take half).
         exit_timeout: seconds the final flush at interpreter exit may take.
         image_workers: threads encoding images in parallel.
         jpeg_quality: JPEG quality (1-95) for ``jpg``/``jpeg`` keys.

@@ -61,7 +61,7 @@ import numpy as np
 
 MAGIC = b"TTRING01"
 HEADER_BYTES = 4096
-SHAPE_BYTES = 256 * 1024
+SHAPE_BYTES = 64 * 1024
 SLOT = 128
 #: Bytes of values a slot holds (32 bytes of header before them, the trailing seq after).
 VALUE_BYTES = SLOT - 40
@@ -104,7 +104,7 @@ class State:
 def geometry(max_rows: int, max_bytes: int) -> tuple[int, int]:
     """(slots, var bytes) for the Experiment's queue bounds: a power of two of slots."""
     nslots = 1 << max(int(max_rows - 1).bit_length(), 4)
-    var = max(1 << 20, min(max_bytes, 64 << 20))
+    var = max(128 << 10, min(max_bytes, 16 << 20))
     return nslots, (var + 7) & ~7
 
 
@@ -123,7 +123,9 @@ class Ring:
         tmp = os.path.join(os.path.dirname(path), f".{FILE}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            os.ftruncate(fd, size)  # sparse: pages cost memory once touched
+            # Reserved now: a store into a page a full disk could not give would kill the
+            # process with SIGBUS; a full disk is an OSError here, at the Experiment's creation.
+            os.posix_fallocate(fd, 0, size)
             os.pwrite(fd, _GEOMETRY.pack(MAGIC, SLOT, nslots, var_bytes, secrets.randbits(63)), 0)
             fcntl.flock(fd, fcntl.LOCK_EX)  # readers leave a live ring alone
             os.replace(tmp, path)
