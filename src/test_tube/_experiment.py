@@ -93,7 +93,7 @@ class Experiment(SummaryWriterMethods):
             so ``tensorboard --logdir <save_dir>`` shows the run, as test-tube 0.7.5's did.
         max_queue_rows: rows that may wait in the ring for the writer before ``log()`` blocks.
         max_queue_bytes: bytes of images that may wait before ``log()`` blocks; the ring's room
-            for strings is this much too, at most 16 MiB (a single row may take half).
+            for strings is this much too, at most 16 MiB (a single row may take all of it).
         exit_timeout: seconds the final flush at interpreter exit may take.
         image_workers: threads encoding images in parallel.
         jpeg_quality: JPEG quality (1-95) for ``jpg``/``jpeg`` keys.
@@ -299,9 +299,9 @@ class Experiment(SummaryWriterMethods):
         plain = tuple(v.item() if isinstance(v, np.generic) else v for v in values)
         # What the var record will take, with room for the step, the time and image names.
         need = 0 if items else len(_ring.var_payload(0, 0, 0, key_names, plain)) + 64 * (len(images) + 1)
-        if need > self._ring.var_bytes // 2:
+        if need > self._ring.var_bytes - 64:
             raise LogValueError(
-                f"log(): this row takes {need} bytes, more than half of the {self._ring.var_bytes} bytes the "
+                f"log(): this row takes {need} bytes, more than the {self._ring.var_bytes} bytes the "
                 f"queue holds for text (max_queue_bytes); log long text in several rows or raise max_queue_bytes",
                 key=max(names, key=lambda k: len(str(values[names.index(k)]))) if names else None)
         while True:

@@ -162,9 +162,12 @@ class Ring:
         """Whether a var record of ``size`` payload bytes fits in the free var space now."""
         need = _record_size(size)
         pos = self.var_pos
+        free = self.var_free
         if self.var_bytes - pos % self.var_bytes < need:
             pos += self.var_bytes - pos % self.var_bytes
-        return pos + need - self.var_free <= self.var_bytes
+            if free == self.var_pos:
+                free = pos  # everything was taken: the skipped end of the region is free too
+        return pos + need - free <= self.var_bytes
 
     def put_var(self, payload: bytes) -> None:
         """Append one var record (call under the Experiment's lock, after :meth:`fits`)."""
