@@ -12,6 +12,11 @@ Routes (GET and HEAD only; the server never writes anything):
 * ``/api/series?name=N&version=V[&rank=R]&metric=M[&x=step|time][&buckets=W][&x_min=A&x_max=B]``:
   one metric of one run, reduced by :func:`test_tube._downsample.envelope`
   to at most four points per bucket (a bucket is a pixel column).
+* ``/api/series_many?run=ID&run=ID...&metric=M&metric=M...[&x=...][&buckets=W][&x_min=A&x_max=B]``:
+  the same for every metric of every run named by its id (as ``/api/runs`` gives
+  it), in one request and one answer: the page's grid of charts asks for all of
+  them at once.  A run that is gone, or lacks a metric, is an entry in
+  ``errors``, not a failed request.
 * ``/media?name=N&version=V[&rank=R]&file=F``: one image of a run.
 
 A run is named by its experiment name, version and, for one rank of a
@@ -66,6 +71,8 @@ DEFAULT_PORT = 6007
 #: Buckets (pixel columns) a series is reduced to when the page does not say.
 DEFAULT_BUCKETS = 1000
 MAX_BUCKETS = 10_000
+#: Series one ``/api/series_many`` request may ask for (runs times metrics).
+MAX_SERIES = 2_000
 
 # The only files served from _static/, with their types: a request names one of these or gets a 404.
 _STATIC = {
@@ -143,6 +150,9 @@ class App:
         self._summaries = _Lru(4096)
         self._tables = _Lru(2)
         self._series = _Lru(8)
+        # Downsampled answers, as JSON text: small (at most 4 * buckets points each), so many are kept;
+        # a page that redraws 50 runs x 20 metrics without new rows is answered from here.
+        self._reduced = _Lru(4096)
 
     # -- runs -----------------------------------------------------------------
 
@@ -213,6 +223,63 @@ class App:
         return {"id": _run_id(found), "metric": metric, "x": x, "points": total,
                 "nonfinite": nonfinite, "downsampled": len(shown_x) < len(xs),
                 "xs": shown_x.tolist(), "ys": shown_y.tolist()}
+
+    def series_many(self, query: Mapping[str, list[str]]) -> bytes:
+        """Several metrics of several runs, each as :meth:`series` gives it, as one JSON answer.
+
+        ``run`` (repeated) names runs by id, ``metric`` (repeated) the metrics;
+        each run gives one entry per metric it has.  The runs are looked up in
+        one listing of SAVE_DIR, not one per series.  An id that names no run,
+        or a metric a run lacks, is reported under ``errors`` with a message.
+        """
+        ids = query.get("run") or []
+        metrics = query.get("metric") or []
+        if not ids or not metrics:
+            raise HttpError(HTTPStatus.BAD_REQUEST, "name at least one run= and one metric=")
+        if len(ids) * len(metrics) > MAX_SERIES:
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"at most {MAX_SERIES} series a request, "
+                                                    f"asked for {len(ids)} runs x {len(metrics)} metrics")
+        x = _param(query, "x", "step")
+        if x not in ("step", "time"):
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"x must be step or time, got {x!r}")
+        buckets = _int_param(query, "buckets", DEFAULT_BUCKETS, 1, MAX_BUCKETS)
+        x_min = _float_param(query, "x_min")
+        x_max = _float_param(query, "x_max")
+        by_id = {_run_id(found): found for found in self._found()}
+        parts: list[bytes] = []
+        errors: list[dict[str, Any]] = []
+        for run_id in dict.fromkeys(ids):
+            found = by_id.get(run_id)
+            if found is None:
+                errors.append({"id": run_id, "error": str(_gone(run_id, self.save_dir))})
+                continue
+            signature = _signature(found.log_dir)
+            for metric in dict.fromkeys(metrics):
+                key = (found.log_dir, metric, x, signature, buckets, x_min, x_max)
+                try:
+                    parts.append(self._reduced.get(key, lambda: _series_json(self._reduce(
+                        found, metric, x, buckets, x_min, x_max, signature))))
+                except HttpError as exc:
+                    if exc.status != HTTPStatus.NOT_FOUND or "has no metric" not in str(exc):
+                        errors.append({"id": run_id, "metric": metric, "error": str(exc)})
+                except FileNotFoundError:
+                    errors.append({"id": run_id, "error": str(_gone(run_id))})
+                    break
+        head = _json({"x": x, "buckets": buckets, "errors": errors})
+        return head[:-1] + b', "series": [' + b", ".join(parts) + b"]}"
+
+    def _reduce(self, found: FoundRun, metric: str, x: str, buckets: int, x_min: float | None,
+                x_max: float | None, signature: tuple[tuple[int, int] | None, ...]) -> dict[str, Any]:
+        """One series as :meth:`series` answers it, for a run already looked up."""
+        run_id = _run_id(found)
+        key = (found.log_dir, metric, x, signature)
+        xs, ys, nonfinite = self._series.get(key, lambda: self._points(run_id, found.log_dir, metric, x))
+        total = len(xs)
+        if x_min is not None or x_max is not None:
+            xs, ys = _downsample.window(xs, ys, x_min, x_max)
+        shown_x, shown_y = _downsample.envelope(xs, ys, buckets)
+        return {"id": run_id, "metric": metric, "x": x, "points": total, "nonfinite": nonfinite,
+                "downsampled": len(shown_x) < len(xs), "xs": shown_x.tolist(), "ys": shown_y.tolist()}
 
     def media_file(self, query: Mapping[str, list[str]]) -> tuple[bytes, str]:
         """The bytes and type of one image of a run, named as in :meth:`run`'s media list."""
@@ -556,6 +623,8 @@ class _Handler(BaseHTTPRequestHandler):
             "/api/run": lambda: app.run(query),
             "/api/series": lambda: app.series(query),
         }
+        if path == "/api/series_many":
+            return app.series_many(query), "application/json"
         if path not in handlers:
             raise HttpError(HTTPStatus.NOT_FOUND, f"no such page: {path}")
         return _json(handlers[path]()), "application/json"
@@ -586,6 +655,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self.wfile.write(data)
+
+
+def _series_json(series: dict[str, Any]) -> bytes:
+    """One series as JSON; its ``xs`` and ``ys`` are finite floats, encoded without walking them one by one."""
+    head = {k: v for k, v in series.items() if k not in ("xs", "ys")}
+    points = json.dumps({"xs": series["xs"], "ys": series["ys"]}, allow_nan=False).encode()
+    return _json(head)[:-1] + b", " + points[1:]
 
 
 def _json(payload: Any) -> bytes:
