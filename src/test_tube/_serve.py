@@ -164,22 +164,11 @@ class App:
         rows = []
         for found in self._found():
             try:
-                summary = self._summary(found)
+                summary, entry = self._entry(found)
             except FileNotFoundError:
                 continue  # deleted between the listing and the read
-            rows.append({
-                "id": _run_id(found),
-                "name": found.name,
-                "version": found.version,
-                "rank": found.rank,
-                "status": run_status(summary.meta),  # not cached: a running run may have died
-                "rows": summary.rows,
-                "last_step": summary.last_step,
-                "created_at": summary.meta.get("created_at"),
-                "description": summary.meta.get("description"),
-                "tags": {k: _layout.parse_tag(v) for k, v in summary.tags.items()},
-                "metrics": {m: [s.last, s.min, s.max] for m, s in summary.metrics.items()},
-            })
+            # status is not cached: a running run may have died
+            rows.append({**entry, "status": run_status(summary.meta)})
         return {"save_dir": self.save_dir, "runs": rows}
 
     def run(self, query: Mapping[str, list[str]]) -> dict[str, Any]:
@@ -248,32 +237,42 @@ class App:
         by_id = {_run_id(found): found for found in self._found()}
         parts: list[bytes] = []
         errors: list[dict[str, Any]] = []
+        wanted = list(dict.fromkeys(metrics))
         for run_id in dict.fromkeys(ids):
             found = by_id.get(run_id)
             if found is None:
                 errors.append({"id": run_id, "error": str(_gone(run_id, self.save_dir))})
                 continue
             signature = _signature(found.log_dir)
-            for metric in dict.fromkeys(metrics):
-                key = (found.log_dir, metric, x, signature, buckets, x_min, x_max)
-                try:
-                    parts.append(self._reduced.get(key, lambda: _series_json(self._reduce(
-                        found, metric, x, buckets, x_min, x_max, signature))))
-                except HttpError as exc:
-                    if exc.status != HTTPStatus.NOT_FOUND or "has no metric" not in str(exc):
-                        errors.append({"id": run_id, "metric": metric, "error": str(exc)})
-                except FileNotFoundError:
-                    errors.append({"id": run_id, "error": str(_gone(run_id))})
-                    break
+            keys = {m: (found.log_dir, m, x, signature, buckets, x_min, x_max) for m in wanted}
+            try:
+                todo = [m for m in wanted if self._reduced.peek(keys[m]) is None]
+                # Several series of one run not yet cached: its columns are read once, not once per metric.
+                table = self._metric_table(found.log_dir, todo, x) if len(todo) > 1 else None
+                for metric in wanted:
+                    part = self._reduced.peek(keys[metric])
+                    if part is None:
+                        try:
+                            part = _series_json(self._reduce(found, metric, x, buckets, x_min, x_max, signature,
+                                                             table))
+                        except HttpError as exc:
+                            if exc.status != HTTPStatus.NOT_FOUND or "has no metric" not in str(exc):
+                                errors.append({"id": run_id, "metric": metric, "error": str(exc)})
+                            continue
+                        self._reduced.put(keys[metric], part)
+                    parts.append(part)
+            except FileNotFoundError:
+                errors.append({"id": run_id, "error": str(_gone(run_id))})
         head = _json({"x": x, "buckets": buckets, "errors": errors})
         return head[:-1] + b', "series": [' + b", ".join(parts) + b"]}"
 
     def _reduce(self, found: FoundRun, metric: str, x: str, buckets: int, x_min: float | None,
-                x_max: float | None, signature: tuple[tuple[int, int] | None, ...]) -> dict[str, Any]:
-        """One series as :meth:`series` answers it, for a run already looked up."""
+                x_max: float | None, signature: tuple[tuple[int, int] | None, ...],
+                table: pa.Table | None = None) -> dict[str, Any]:
+        """One series as :meth:`series` answers it, for a run already looked up (``table``: its rows, if read)."""
         run_id = _run_id(found)
         key = (found.log_dir, metric, x, signature)
-        xs, ys, nonfinite = self._series.get(key, lambda: self._points(run_id, found.log_dir, metric, x))
+        xs, ys, nonfinite = self._series.get(key, lambda: self._points(run_id, found.log_dir, metric, x, table))
         total = len(xs)
         if x_min is not None or x_max is not None:
             xs, ys = _downsample.window(xs, ys, x_min, x_max)
@@ -368,9 +367,24 @@ class App:
                                                   f"per rank; add rank= (one of {', '.join(map(str, ranks))})")
         raise _gone(wanted, self.save_dir)
 
-    def _summary(self, run: FoundRun) -> Summary:
-        return self._summaries.get((run.log_dir, _signature(run.log_dir)),
-                                   lambda: summarise(run.log_dir, run.name, run.version, rank=run.rank))
+    def _entry(self, run: FoundRun) -> tuple[Summary, dict[str, Any]]:
+        """A run's summary and its entry in :meth:`runs` (JSON-ready, without its status), cached by its files."""
+        def compute() -> tuple[Summary, dict[str, Any]]:
+            summary = summarise(run.log_dir, run.name, run.version, rank=run.rank)
+            entry = _jsonable({
+                "id": _run_id(run),
+                "name": run.name,
+                "version": run.version,
+                "rank": run.rank,
+                "rows": summary.rows,
+                "last_step": summary.last_step,
+                "created_at": summary.meta.get("created_at"),
+                "description": summary.meta.get("description"),
+                "tags": {k: _layout.parse_tag(v) for k, v in summary.tags.items()},
+                "metrics": {m: [s.last, s.min, s.max] for m, s in summary.metrics.items()},
+            })
+            return summary, entry
+        return self._summaries.get((run.log_dir, _signature(run.log_dir)), compute)
 
     def _table(self, log_dir: str) -> pa.Table:
         """Every row of a run, as :func:`read` gives them.
@@ -404,8 +418,8 @@ class App:
         self._tables.put(log_dir, (ident, end, table))
         return table
 
-    def _metric_table(self, log_dir: str, metric: str, x: str) -> pa.Table:
-        """Rows holding at least ``metric`` and the x column (``step``, or ``created_at`` for time).
+    def _metric_table(self, log_dir: str, metric: str | list[str], x: str) -> pa.Table:
+        """Rows holding at least ``metric`` (one name, or several) and the x column (``step``, or ``created_at`` for time).
 
         A run whose ``metrics.parquet`` holds every journaled row (a run that
         ended) is read from it, two columns only: on a run of many metrics
@@ -416,19 +430,23 @@ class App:
         if _parquet_complete(parquet, os.path.join(log_dir, _layout.JOURNAL)):
             try:
                 names = pq.read_schema(parquet).names
-                wanted = ["created_at" if x == "time" else "step", metric]
+                wanted = ["created_at" if x == "time" else "step"] + ([metric] if isinstance(metric, str) else metric)
                 if all(c in names for c in wanted):
                     return pq.read_table(parquet, columns=wanted)
             except (OSError, pa.ArrowException):
                 pass  # replaced or damaged since: the journal is the record
         return self._table(log_dir)
 
-    def _points(self, run_id: str, log_dir: str, metric: str,
-                x: str) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], int]:
-        """x and y of the finite values of ``metric``, and how many NaN or infinite values were left out."""
+    def _points(self, run_id: str, log_dir: str, metric: str, x: str,
+                table: pa.Table | None = None) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], int]:
+        """x and y of the finite values of ``metric``, and how many NaN or infinite values were left out.
+
+        ``table``: the run's rows, already read with this metric's column (else they are read here).
+        """
         if not os.path.isdir(log_dir):
             raise FileNotFoundError(log_dir)
-        table = self._metric_table(log_dir, metric, x)
+        if table is None or metric not in table.column_names:
+            table = self._metric_table(log_dir, metric, x)
         if metric not in table.column_names or metric in ("step", "created_at"):
             raise HttpError(HTTPStatus.NOT_FOUND, f"{run_id} has no metric {metric!r}")
         if not _numeric(table.schema.field(metric).type):
@@ -618,8 +636,9 @@ class _Handler(BaseHTTPRequestHandler):
             return app.static(path[len("/static/"):])
         if path == "/media":
             return app.media_file(query)
+        if path == "/api/runs":  # thousands of runs: their entries are JSON-ready already, no walk over them
+            return json.dumps(app.runs(), ensure_ascii=False, allow_nan=False).encode(), "application/json"
         handlers: dict[str, Callable[[], dict[str, Any]]] = {
-            "/api/runs": app.runs,
             "/api/run": lambda: app.run(query),
             "/api/series": lambda: app.series(query),
         }

@@ -19,6 +19,7 @@ const BOOKKEEPING = new Set(["hpc_exp_number"]);
 const AGGREGATES = ["last", "min", "max"];
 const SMALL_HEIGHT = 210, BIG_HEIGHT = 440;
 const RUNS_PER_REQUEST = 40;  // runs in one /api/series_many request (the URL stays short)
+const TABLE_ROWS = 200;
 
 const state = {
   runs: [],            // from /api/runs
@@ -29,6 +30,7 @@ const state = {
   firstLoad: true,
   sortKey: null, sortDesc: false,
   filter: "",
+  tableRows: TABLE_ROWS, // rows the table draws (Infinity after "show the other runs")
   view: "charts",
   x: "step", smooth: 0.6,
   zoom: null,          // [min, max] of x while zoomed in (every chart), else null
@@ -186,7 +188,10 @@ function renderTable() {
       });
     }
   }
-  const rows = shown.map((run) => {
+  // A table of thousands of runs is slow to lay out: the first TABLE_ROWS rows (of the filtered, sorted
+  // runs), and a button for the rest.
+  const more = shown.length - state.tableRows;
+  const rows = (more > 0 ? shown.slice(0, state.tableRows) : shown).map((run) => {
     const ticked = state.selected.has(run.id);
     const box = el("input", {type: "checkbox", "aria-label": "draw " + run.id});
     box.checked = ticked;
@@ -211,6 +216,11 @@ function renderTable() {
     }
     return tr;
   });
+  if (more > 0) {
+    rows.push(el("tr", {class: "more"}, el("td", {colspan: cols.length + 1},
+      el("button", {type: "button", id: "show-all", onclick: () => { state.tableRows = Infinity; renderTable(); }},
+         `show the other ${more.toLocaleString()} runs`), " (the filter and sorting take every run)")));
+  }
   body.replaceChildren(...rows);
   $("count").textContent = `${shown.length} of ${state.runs.length} runs, ${state.selected.size} ticked`;
 }
