@@ -531,6 +531,15 @@ function tickLabel(v) {
   return a !== 0 && (a < 1e-3 || a >= 1e6) ? v.toExponential(2) : String(Number(v.toPrecision(3)));
 }
 
+// Ticks at least 12 pixels apart, so their labels never overlap (two values a hair apart get one label).
+function spaced(ticks) {
+  const out = [];
+  for (const t of ticks.slice().sort((a, b) => a.at - b.at)) {
+    if (!out.length || Math.abs(t.at - out[out.length - 1].at) >= 12) out.push(t);
+  }
+  return out;
+}
+
 // A scale from values to pixels (lo = the pixel of the smallest): linear, log when every value is above 0 and
 // the largest is at least `span` times the smallest, or one evenly spaced position per distinct text value.
 function scaleOf(values, lo, hi, span) {
@@ -555,13 +564,13 @@ function scaleOf(values, lo, hi, span) {
     } else {
       ticks = [0, 1, 2, 3, 4].map((i) => min + (max - min) * i / 4);
     }
-    return {kind: log ? "log" : "linear", pos, ticks: ticks.map((v) => ({label: tickLabel(v), at: pos(v)}))};
+    return {kind: log ? "log" : "linear", pos, ticks: spaced(ticks.map((v) => ({label: tickLabel(v), at: pos(v)})))};
   }
   const cats = [...new Set(present.map(fmt))].sort((x, y) => x.localeCompare(y, undefined, {numeric: true}));
   const step = cats.length > 1 ? (hi - lo) / (cats.length - 1) : 0;
   const at = (i) => (cats.length > 1 ? lo + i * step : (lo + hi) / 2);
   const pos = (v) => { const i = missing(v) ? -1 : cats.indexOf(fmt(v)); return i < 0 ? null : at(i); };
-  return {kind: "category", pos, ticks: cats.map((c, i) => ({label: c, at: at(i)}))};
+  return {kind: "category", pos, ticks: spaced(cats.map((c, i) => ({label: c, at: at(i)})))};
 }
 
 function hpControls(runs) {
