@@ -190,8 +190,11 @@ def run_shell_block(text: str, cwd: Path) -> None:
 
 def serve_first_line(command: str, cwd: Path) -> str:
     """Start `test-tube serve` (on a free port), check the page answers, stop it with Ctrl-C: its first line."""
+    # SIGINT back to its default in the child: a suite started in the background (`pytest &`) ignores it, and
+    # Python then installs no Ctrl-C handler
     proc = subprocess.Popen(["bash", "-c", "exec " + command + " --port 0"], cwd=cwd, env=environment(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout is not None
         result: list[str] = []

@@ -421,5 +421,5 @@ def test_compare_marks_the_differing_tags_and_a_trial_number_is_no_axis(trials_s
     assert axes(browser) == [("tag:learning_rate", "log"), ("metric", "linear")]
     header = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#hp-table thead th")]
     assert header == ["run", "learning_rate", "hpc_exp_number", "loss.last"]
-    assert browser.find_element(By.CSS_SELECTOR, "#hp-table caption summary").text == "1 tags the same in every run"
+    assert browser.find_element(By.CSS_SELECTOR, "#hp-table caption summary").text == "1 tag the same in every run"
     no_page_errors(browser)

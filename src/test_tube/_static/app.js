@@ -612,7 +612,7 @@ function renderHparams() {
     el("td", {}, el("span", {class: "swatch", style: `background:${ticked.has(r.id) ? colorOf(r.id) : "#ccc"}`}), runLabel(r)),
     ...differing.map((t) => el("td", {}, t in r.tags ? fmt(r.tags[t]) : "")),
     el("td", {class: "num"}, fmt(hp.metric ? metricValue(r, hp.metric, hp.agg) : null))));
-  const folded = constant.length ? el("details", {}, el("summary", {}, `${constant.length} tags the same in every run`),
+  const folded = constant.length ? el("details", {}, el("summary", {}, `${constant.length} ${constant.length === 1 ? "tag" : "tags"} the same in every run`),
     ...constant.map((t) => el("div", {class: "constant", "data-tag": t}, `${t} = ${fmt(runs[0].tags[t])}`))) : "";
   table.replaceChildren(el("caption", {}, folded), el("thead", {}, head), el("tbody", {}, ...rows));
   if (!runs.length) table.replaceChildren(el("caption", {}, "tick runs in the table to see their hyperparameters"));
