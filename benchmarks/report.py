@@ -169,7 +169,7 @@ def console(result: dict) -> str:
             row(f"  of which loop / close (per step, {n:,})",
                 f"{f(_get(s, big, tt, 'loop_us_per_step'))} / "
                 f"{f((_get(s, big, tt, 'close_s') or 0) / n * 1e6)} µs", "")
-            row(f"  loop: calling-thread CPU / other threads' CPU per step",
+            row("  loop: calling-thread CPU / other threads' CPU per step",
                 f"{f(_get(s, big, tt, 'main_thread_cpu_us_per_step'))} / "
                 f"{f(_get(s, big, tt, 'other_threads_cpu_us_per_step'))} µs", "")
             row(f"  × deque floor (within-round ratio, {n:,})", f(_get(s, big, tt, 'x_deque'), unit="×"),

@@ -262,7 +262,8 @@ def test_plot_without_matplotlib_says_how_to_install_it(save_dir: Path, tmp_path
             "sys.exit(main(sys.argv[1:]))")
     proc = subprocess.run([sys.executable, "-c", code, "plot", str(save_dir), "--metric", "loss",
                            "-o", str(tmp_path / "x.png")], capture_output=True, text=True, timeout=TIMEOUT)
-    assert "pip install test-tube[plot]" in one_line_error(proc, code=1)
+    line = one_line_error(proc, code=1)
+    assert ".venv/bin/pip install -e '.[plot]'" in line and "pip install 'test-tube[plot]'" in line
 
 
 def test_render_keeps_every_column_without_a_width_and_fits_with_one() -> None:

@@ -173,6 +173,42 @@ def test_series_bad_requests_get_a_json_error(server: Running, params: dict[str,
     assert message in data["error"] and data["status"] == status
 
 
+def test_series_many_gives_every_metric_of_every_run_as_series_does(server: Running) -> None:
+    """/api/series_many: one entry per run and metric it has, each equal to /api/series's answer."""
+    url = server.url + "api/series_many?" + urllib.parse.urlencode(
+        [("run", "mnist/version_0"), ("run", "long/version_0"), ("metric", "loss"), ("metric", "acc"),
+         ("buckets", "100")])
+    data = get_json(url)
+    assert data["x"] == "step" and data["errors"] == []
+    assert [(s["id"], s["metric"]) for s in data["series"]] == [
+        ("mnist/version_0", "loss"), ("mnist/version_0", "acc"), ("long/version_0", "loss")]  # long has no acc
+    for entry in data["series"]:
+        name, version = entry["id"].split("/version_")
+        one = get_json(server.url + "api/series?" + q(name=name, version=version, metric=entry["metric"], buckets=100))
+        assert entry == one
+    assert get_json(url) == data  # the second answer, from the cache, is the same
+
+
+def test_series_many_zoomed_and_on_time(server: Running) -> None:
+    """x_min/x_max and x=time apply to every series of the request."""
+    data = get_json(server.url + "api/series_many?" + urllib.parse.urlencode(
+        [("run", "long/version_0"), ("metric", "loss"), ("x_min", "100"), ("x_max", "199")]))
+    assert data["series"][0]["xs"] == [float(s) for s in range(99, 201)]
+    data = get_json(server.url + "api/series_many?" + q(run="mnist/version_1", metric="acc", x="time"))
+    assert data["x"] == "time" and data["series"][0]["xs"][0] == 0.0
+
+
+def test_series_many_reports_a_missing_run_and_refuses_bad_requests(server: Running) -> None:
+    """A run that is not there is an entry in errors; no run, no metric or a bad x is a 400."""
+    data = get_json(server.url + "api/series_many?" + urllib.parse.urlencode(
+        [("run", "mnist/version_9"), ("run", "mnist/version_1"), ("metric", "acc")]))
+    assert [s["id"] for s in data["series"]] == ["mnist/version_1"]
+    assert len(data["errors"]) == 1 and "no run mnist/version_9" in data["errors"][0]["error"]
+    for params, message in [({"metric": "loss"}, "at least one run"), ({"run": "mnist/version_0"}, "at least one run"),
+                            ({"run": "mnist/version_0", "metric": "loss", "x": "epoch"}, "x must be step or time")]:
+        assert message in get_json(server.url + "api/series_many?" + q(**params), status=400)["error"]
+
+
 def test_media_file_is_the_image_on_disk(server: Running, save_dir: Path) -> None:
     """/media: the image's bytes, typed image/png."""
     status, kind, body = get(server.url + "media?" + q(name="mnist", version=0, file="sample_10.png"))

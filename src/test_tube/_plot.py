@@ -12,7 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-MISSING_MATPLOTLIB = "plotting needs matplotlib, which is not installed: pip install test-tube[plot]"
+MISSING_MATPLOTLIB = ("plotting needs matplotlib, which is not installed: from a clone, .venv/bin/pip install -e '.[plot]'; "
+                      "once released, pip install 'test-tube[plot]'")
 FORMATS = ("png", "svg")
 
 

@@ -12,6 +12,11 @@ Routes (GET and HEAD only; the server never writes anything):
 * ``/api/series?name=N&version=V[&rank=R]&metric=M[&x=step|time][&buckets=W][&x_min=A&x_max=B]``:
   one metric of one run, reduced by :func:`test_tube._downsample.envelope`
   to at most four points per bucket (a bucket is a pixel column).
+* ``/api/series_many?run=ID&run=ID...&metric=M&metric=M...[&x=...][&buckets=W][&x_min=A&x_max=B]``:
+  the same for every metric of every run named by its id (as ``/api/runs`` gives
+  it), in one request and one answer: the page's grid of charts asks for all of
+  them at once.  A run that is gone, or lacks a metric, is an entry in
+  ``errors``, not a failed request.
 * ``/media?name=N&version=V[&rank=R]&file=F``: one image of a run.
 
 A run is named by its experiment name, version and, for one rank of a
@@ -46,6 +51,7 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -70,6 +76,10 @@ DEFAULT_PORT = 6007
 #: Buckets (pixel columns) a series is reduced to when the page does not say.
 DEFAULT_BUCKETS = 1000
 MAX_BUCKETS = 10_000
+#: Threads one ``/api/series_many`` request reads runs with.
+READERS = 4
+#: Series one ``/api/series_many`` request may ask for (runs times metrics).
+MAX_SERIES = 2_000
 
 # The only files served from _static/, with their types: a request names one of these or gets a 404.
 _STATIC = {
@@ -150,6 +160,9 @@ class App:
         self._summaries = _Lru(4096)
         self._tables = _Lru(2)
         self._series = _Lru(8)
+        # Downsampled answers, as JSON text: small (at most 4 * buckets points each), so many are kept;
+        # a page that redraws 50 runs x 20 metrics without new rows is answered from here.
+        self._reduced = _Lru(4096)
 
     # -- runs -----------------------------------------------------------------
 
@@ -161,24 +174,11 @@ class App:
         rows = []
         for found in self._found():
             try:
-                summary = self._summary(found)
+                summary, entry = self._entry(found)
             except FileNotFoundError:
                 continue  # deleted between the listing and the read
-            rows.append({
-                "id": _run_id(found),
-                "name": found.name,
-                "version": found.version,
-                "rank": found.rank,
-                # not cached: a running run may have died
-                "status": "damaged" if summary.damage else run_status(summary.meta),
-                "damage": summary.damage,
-                "rows": summary.rows,
-                "last_step": summary.last_step,
-                "created_at": summary.meta.get("created_at"),
-                "description": summary.meta.get("description"),
-                "tags": {k: _layout.parse_tag(v) for k, v in summary.tags.items()},
-                "metrics": {m: [s.last, s.min, s.max] for m, s in summary.metrics.items()},
-            })
+            # status is not cached: a running run may have died
+            rows.append({**entry, "status": "damaged" if summary.damage else run_status(summary.meta)})
         return {"save_dir": self.save_dir, "runs": rows}
 
     def run(self, query: Mapping[str, list[str]]) -> dict[str, Any]:
@@ -225,6 +225,86 @@ class App:
         return {"id": _run_id(found), "metric": metric, "x": x, "points": total,
                 "nonfinite": nonfinite, "downsampled": len(shown_x) < len(xs),
                 "xs": shown_x.tolist(), "ys": shown_y.tolist()}
+
+    def series_many(self, query: Mapping[str, list[str]]) -> bytes:
+        """Several metrics of several runs, each as :meth:`series` gives it, as one JSON answer.
+
+        ``run`` (repeated) names runs by id, ``metric`` (repeated) the metrics;
+        each run gives one entry per metric it has.  The runs are looked up in
+        one listing of SAVE_DIR, not one per series.  An id that names no run,
+        or a metric a run lacks, is reported under ``errors`` with a message.
+        """
+        ids = query.get("run") or []
+        metrics = query.get("metric") or []
+        if not ids or not metrics:
+            raise HttpError(HTTPStatus.BAD_REQUEST, "name at least one run= and one metric=")
+        if len(ids) * len(metrics) > MAX_SERIES:
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"at most {MAX_SERIES} series a request, "
+                                                    f"asked for {len(ids)} runs x {len(metrics)} metrics")
+        x = _param(query, "x", "step")
+        if x not in ("step", "time"):
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"x must be step or time, got {x!r}")
+        buckets = _int_param(query, "buckets", DEFAULT_BUCKETS, 1, MAX_BUCKETS)
+        x_min = _float_param(query, "x_min")
+        x_max = _float_param(query, "x_max")
+        by_id = {_run_id(found): found for found in self._found()}
+        wanted = list(dict.fromkeys(metrics))
+
+        def one(run_id: str) -> tuple[list[bytes], list[dict[str, Any]]]:
+            """The series of one run, and what went wrong."""
+            parts: list[bytes] = []
+            errors: list[dict[str, Any]] = []
+            found = by_id.get(run_id)
+            if found is None:
+                return parts, [{"id": run_id, "error": str(_gone(run_id, self.save_dir))}]
+            signature = _signature(found.log_dir)
+            keys = {m: (found.log_dir, m, x, signature, buckets, x_min, x_max) for m in wanted}
+            try:
+                todo = [m for m in wanted if self._reduced.peek(keys[m]) is None]
+                # Several series of one run not yet cached: its columns are read once, not once per metric.
+                table = self._metric_table(found.log_dir, todo, x) if len(todo) > 1 else None
+                for metric in wanted:
+                    part = self._reduced.peek(keys[metric])
+                    if part is None:
+                        try:
+                            part = _series_json(self._reduce(found, metric, x, buckets, x_min, x_max, signature,
+                                                             table))
+                        except HttpError as exc:
+                            if exc.status != HTTPStatus.NOT_FOUND or "has no metric" not in str(exc):
+                                errors.append({"id": run_id, "metric": metric, "error": str(exc)})
+                            continue
+                        self._reduced.put(keys[metric], part)
+                    parts.append(part)
+            except FileNotFoundError:
+                errors.append({"id": run_id, "error": str(_gone(run_id))})
+            return parts, errors
+
+        runs = list(dict.fromkeys(ids))
+        if len(runs) > 1:
+            # Reading Parquet and turning columns into arrays mostly runs without the GIL: runs not yet
+            # cached are read side by side.  The pool lives for this request only.
+            with ThreadPoolExecutor(max_workers=min(READERS, len(runs)), thread_name_prefix="test-tube-serve") as pool:
+                answers = list(pool.map(one, runs))
+        else:
+            answers = [one(r) for r in runs]
+        parts = [p for run_parts, _ in answers for p in run_parts]
+        errors = [e for _, run_errors in answers for e in run_errors]
+        head = _json({"x": x, "buckets": buckets, "errors": errors})
+        return head[:-1] + b', "series": [' + b", ".join(parts) + b"]}"
+
+    def _reduce(self, found: FoundRun, metric: str, x: str, buckets: int, x_min: float | None,
+                x_max: float | None, signature: tuple[tuple[int, int] | None, ...],
+                table: pa.Table | None = None) -> dict[str, Any]:
+        """One series as :meth:`series` answers it, for a run already looked up (``table``: its rows, if read)."""
+        run_id = _run_id(found)
+        key = (found.log_dir, metric, x, signature)
+        xs, ys, nonfinite = self._series.get(key, lambda: self._points(run_id, found.log_dir, metric, x, table))
+        total = len(xs)
+        if x_min is not None or x_max is not None:
+            xs, ys = _downsample.window(xs, ys, x_min, x_max)
+        shown_x, shown_y = _downsample.envelope(xs, ys, buckets)
+        return {"id": run_id, "metric": metric, "x": x, "points": total, "nonfinite": nonfinite,
+                "downsampled": len(shown_x) < len(xs), "xs": shown_x.tolist(), "ys": shown_y.tolist()}
 
     def media_file(self, query: Mapping[str, list[str]]) -> tuple[bytes, str]:
         """The bytes and type of one image of a run, named as in :meth:`run`'s media list."""
@@ -315,9 +395,25 @@ class App:
                                                   f"per rank; add rank= (one of {', '.join(map(str, ranks))})")
         raise _gone(wanted, self.save_dir)
 
-    def _summary(self, run: FoundRun) -> Summary:
-        return self._summaries.get((run.log_dir, _signature(run.log_dir)),
-                                   lambda: summarise(run.log_dir, run.name, run.version, rank=run.rank))
+    def _entry(self, run: FoundRun) -> tuple[Summary, dict[str, Any]]:
+        """A run's summary and its entry in :meth:`runs` (JSON-ready, without its status), cached by its files."""
+        def compute() -> tuple[Summary, dict[str, Any]]:
+            summary = summarise(run.log_dir, run.name, run.version, rank=run.rank)
+            entry = _jsonable({
+                "id": _run_id(run),
+                "name": run.name,
+                "version": run.version,
+                "rank": run.rank,
+                "rows": summary.rows,
+                "damage": summary.damage,
+                "last_step": summary.last_step,
+                "created_at": summary.meta.get("created_at"),
+                "description": summary.meta.get("description"),
+                "tags": {k: _layout.parse_tag(v) for k, v in summary.tags.items()},
+                "metrics": {m: [s.last, s.min, s.max] for m, s in summary.metrics.items()},
+            })
+            return summary, entry
+        return self._summaries.get((run.log_dir, _signature(run.log_dir)), compute)
 
     def _table(self, log_dir: str) -> pa.Table:
         """Every row of a run, as :func:`read` gives them.
@@ -353,8 +449,8 @@ class App:
         self._tables.put(log_dir, (ident, end, table))
         return table
 
-    def _metric_table(self, log_dir: str, metric: str, x: str) -> pa.Table:
-        """Rows holding at least ``metric`` and the x column (``step``, or ``created_at`` for time).
+    def _metric_table(self, log_dir: str, metric: str | list[str], x: str) -> pa.Table:
+        """Rows holding at least ``metric`` (one name, or several) and the x column (``step``, or ``created_at`` for time).
 
         A run whose ``metrics.parquet`` holds every journaled row (a run that
         ended) is read from it, two columns only: on a run of many metrics
@@ -365,19 +461,23 @@ class App:
         if _parquet_complete(parquet, os.path.join(log_dir, _layout.JOURNAL)):
             try:
                 names = pq.read_schema(parquet).names
-                wanted = ["created_at" if x == "time" else "step", metric]
+                wanted = ["created_at" if x == "time" else "step"] + ([metric] if isinstance(metric, str) else metric)
                 if all(c in names for c in wanted):
                     return pq.read_table(parquet, columns=wanted)
             except (OSError, pa.ArrowException):
                 pass  # replaced or damaged since: the journal is the record
         return self._table(log_dir)
 
-    def _points(self, run_id: str, log_dir: str, metric: str,
-                x: str) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], int]:
-        """x and y of the finite values of ``metric``, and how many NaN or infinite values were left out."""
+    def _points(self, run_id: str, log_dir: str, metric: str, x: str,
+                table: pa.Table | None = None) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], int]:
+        """x and y of the finite values of ``metric``, and how many NaN or infinite values were left out.
+
+        ``table``: the run's rows, already read with this metric's column (else they are read here).
+        """
         if not os.path.isdir(log_dir):
             raise FileNotFoundError(log_dir)
-        table = self._metric_table(log_dir, metric, x)
+        if table is None or metric not in table.column_names:
+            table = self._metric_table(log_dir, metric, x)
         if metric not in table.column_names or metric in ("step", "created_at"):
             raise HttpError(HTTPStatus.NOT_FOUND, f"{run_id} has no metric {metric!r}")
         if not _numeric(table.schema.field(metric).type):
@@ -632,11 +732,14 @@ class _Handler(BaseHTTPRequestHandler):
             return app.static(path[len("/static/"):])
         if path == "/media":
             return app.media_file(query)
+        if path == "/api/runs":  # thousands of runs: their entries are JSON-ready already, no walk over them
+            return json.dumps(app.runs(), ensure_ascii=False, allow_nan=False).encode(), "application/json"
         handlers: dict[str, Callable[[], dict[str, Any]]] = {
-            "/api/runs": app.runs,
             "/api/run": lambda: app.run(query),
             "/api/series": lambda: app.series(query),
         }
+        if path == "/api/series_many":
+            return app.series_many(query), "application/json"
         if path not in handlers:
             raise HttpError(HTTPStatus.NOT_FOUND, f"no such page: {path}")
         return _json(handlers[path]()), "application/json"
@@ -667,6 +770,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self.wfile.write(data)
+
+
+def _series_json(series: dict[str, Any]) -> bytes:
+    """One series as JSON; its ``xs`` and ``ys`` are finite floats, encoded without walking them one by one."""
+    head = {k: v for k, v in series.items() if k not in ("xs", "ys")}
+    points = json.dumps({"xs": series["xs"], "ys": series["ys"]}, allow_nan=False).encode()
+    return _json(head)[:-1] + b", " + points[1:]
 
 
 def _json(payload: Any) -> bytes:

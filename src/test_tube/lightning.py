@@ -1,6 +1,7 @@
 """``TestTubeLogger``: test_tube as a PyTorch Lightning logger (Lightning 2.x).
 
-Needs ``pip install test-tube[lightning]``.  This module imports Lightning and
+Needs the ``lightning`` extra: ``.venv/bin/pip install -e '.[lightning]'`` from a clone,
+``pip install 'test-tube[lightning]'`` once released.  This module imports Lightning and
 torch; ``import test_tube`` does not import it, so scripts that never use
 Lightning never pay for torch.
 
