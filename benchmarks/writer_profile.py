@@ -29,17 +29,19 @@ from collections.abc import Callable
 from typing import Any
 
 import test_tube
-from test_tube import _fastpath, _journal, _sinks, _writer
+from test_tube import _journal, _ring, _sinks, _writer
 
 STAGES: list[tuple[Any, str, str]] = [
-    (_fastpath.PackedShape, "take", "drain: take packed rows off the queue"),
-    (_writer.Writer, "_convert", "drain: rows to Arrow, logging order, steps"),
+    (_ring.Ring, "whole_run", "take: find the run of whole slots"),
+    (_writer.Writer, "_convert", "take: slots to Arrow, logging order, steps"),
     (_journal, "encode", "journal: encode a frame (IPC + crc32)"),
-    (_writer.Writer, "_write_journal", "journal: encode, write, fsync at flushes"),
-    (_journal, "read_frames", "publish: read the new frames back"),
+    (_writer.Writer, "_journal", "journal: encode, write, record in the ring"),
+    (_writer.Writer, "_sync", "journal: fsync at flushes"),
+    (_journal, "read_frames", "publish: read frames back (autosave=False)"),
     (_sinks, "format_rows", "publish: CSV text"),
     (_sinks, "_write_all", "publish: CSV append"),
-    (_sinks.ParquetSink, "_rewrite", "publish: Parquet rewrite (doubling, close)"),
+    (_sinks.ParquetSink, "_write_held", "publish: Parquet row groups (streamed)"),
+    (_sinks.ParquetSink, "_rewrite", "publish: Parquet rewrite (doubling snapshots)"),
     (_writer.Writer, "_publish", "publish: all sinks"),
 ]
 

@@ -168,6 +168,14 @@ class Victim:
             if line.startswith(prefix):
                 return line
 
+    def read_to_end(self, timeout: float = 60) -> None:
+        """Read stdout until the victim closes it (it died); fails after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while self._fill(deadline):
+            if time.monotonic() >= deadline:
+                self.kill()
+                raise AssertionError(f"victim still writing after {timeout} s\n{self.stderr()}")
+
     def signal(self, sig: int) -> None:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, sig)

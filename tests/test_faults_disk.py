@@ -14,7 +14,9 @@ from faultlib import check_prefix, check_readers, run, script
 FILL = """
 root, limit = sys.argv[1], int(sys.argv[2])
 import resource
-exp = Experiment(name="d", save_dir=root, record_git=False, flush_interval=0.05, max_queue_rows=2000)
+# A small queue: its ring file (reserved when the Experiment opens) leaves most of the tiny disk to fill.
+exp = Experiment(name="d", save_dir=root, record_git=False, flush_interval=0.05, max_queue_rows=2000,
+                 max_queue_bytes=2**18)
 log_dir = exp.log_dir
 if limit:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit, writes fail with EFBIG
@@ -301,11 +303,22 @@ say("exiting")
 
 
 def test_a_final_flush_that_fails_says_so(tmp_path: Path) -> None:
-    """A disk that fills before the final flush at exit: the exit warns how many rows were lost and why."""
+    """A disk that fills before the final flush at exit: the exit warns how many rows were not written and why.
+
+    Those rows stay in the ring file: read() shows them, and the next open of the
+    version (with room on the disk) puts them in the journal and the published files.
+    """
     proc = run(script(tmp_path, FULL_AT_EXIT), tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert check_prefix(tmp_path / "x" / "version_0") == 100
     assert "4900 rows" in proc.stderr and "File too large" in proc.stderr, proc.stderr
+    assert "recovers them" in proc.stderr, proc.stderr
+    log_dir = tmp_path / "x" / "version_0"
+    assert check_prefix(log_dir) == 5000
+    import test_tube
+
+    test_tube.Experiment(name="x", save_dir=tmp_path, version=0, record_git=False).close()
+    assert check_prefix(log_dir) == 5000
+    check_readers(log_dir, 5000, complete=True)
 
 
 BLOCKED = """

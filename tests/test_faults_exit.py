@@ -208,7 +208,8 @@ def test_stuck_disk_exit_is_bounded_and_warns(tmp_path: Path, mode: str) -> None
     assert rc == (143 if mode == "term" else 0), v.stderr()
     assert took < 2.0 + 3.0, f"the exit took {took:.1f} s with exit_timeout=2"
     assert "FinalFlushWarning" in v.stderr() and "50 rows were not written" in v.stderr(), v.stderr()
-    assert check_prefix(tmp_path / "e" / "version_0") == 100
+    # The 50 rows the stuck disk never took are in the ring file, which read() recovers.
+    assert check_prefix(tmp_path / "e" / "version_0") == 150
 
 
 SLOW = """

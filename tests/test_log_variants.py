@@ -501,3 +501,67 @@ def test_close_racing_new_layouts_never_reopens_the_fast_path(tmp_path: Path) ->
         with pytest.raises(test_tube.ExperimentClosedError):
             exp.log({"k0": 1.0})
         assert test_tube.read(exp.log_dir).num_rows == len(accepted)
+
+
+# -- the generated log() -----------------------------------------------------------
+
+
+PINNED_ONE_FLOAT = '''\
+def log(metrics=None, step=None, *, global_step=None, metrics_dict=None):
+    if global_step is not None or metrics_dict is not None:
+        if step is not None or metrics_dict is not None:
+            return slow(metrics, step, global_step, metrics_dict)
+        step = global_step
+    if type(metrics) is dict:
+        n = len(metrics)
+        if n == 1:
+            try:
+                v0 = metrics['x']
+            except KeyError:
+                pass
+            else:
+                if type(v0) is T0:
+                    if step is None:
+                        try:
+                            for s in counter: break
+                            if s >= room[0]: wait_room(s)
+                            pack_0(slots, (s & mask) << 7, s, s + offset[0], time_ns(), 1, v0, s)
+                        except struct_error:
+                            skip(s)
+                            offset[0] -= 1
+                        except BaseException:
+                            skip(s)
+                            raise
+                        else:
+                            return
+                    elif type(step) is int:
+                        try:
+                            for s in counter: break
+                            if s >= room[0]: wait_room(s)
+                            pack_0(slots, (s & mask) << 7, s, step, time_ns(), 1, v0, s)
+                        except struct_error:
+                            skip(s)
+                            offset[0] -= 1
+                        except BaseException:
+                            skip(s)
+                            raise
+                        else:
+                            offset[0] = step - s
+                            return
+    slow(metrics, step, None, metrics_dict)
+'''
+
+
+def test_the_generated_log_is_pinned_and_shows_in_tracebacks(tmp_path: Path) -> None:
+    """The source compiled for {"x": float} is exactly the pinned text, and a traceback through it shows its line."""
+    import traceback
+
+    exp = _open(tmp_path)
+    exp.log({"x": 1.0})
+    assert exp._fast.source == PINNED_ONE_FLOAT
+    with pytest.raises(TypeError) as info:
+        exp.log({"x": "text"})  # the fast path hands it to the slow path, which refuses it
+    frames = [f for f in traceback.extract_tb(info.value.__traceback__) if f.filename.startswith("<test_tube log()")]
+    assert frames and frames[0].line == "slow(metrics, step, None, metrics_dict)", traceback.format_tb(info.value.__traceback__)
+    exp.close()
+    assert test_tube.read(exp.log_dir).column("x").to_pylist() == [1.0]

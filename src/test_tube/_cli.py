@@ -26,7 +26,7 @@ from typing import Any, TextIO
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _journal, _layout, _runs, _table
+from . import _journal, _layout, _ring_recovery, _runs, _table
 from ._errors import TestTubeError
 from ._experiment import DEFAULT_SAVE_DIR
 from ._read import read
@@ -555,6 +555,10 @@ def cmd_tail(args: argparse.Namespace) -> int:
             printer.print(table)
         first = False
         if status != "running":
+            # A run that died without closing: the rows its ring still holds come last.
+            left = _ring_recovery.ring_table(log_dir)
+            if left is not None:
+                printer.print(left)
             break
         time.sleep(args.interval)
     if status in ("finished", "unknown"):

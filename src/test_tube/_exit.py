@@ -124,8 +124,9 @@ def flush_all() -> None:
                 print(f"test_tube: final flush failed: {type(exc).__name__}: {exc}", file=sys.stderr)
                 continue
             if why:
-                warnings.warn(f"test_tube: {lost} rows were not written at exit: {why}", FinalFlushWarning,
-                              stacklevel=1)
+                warnings.warn(f"test_tube: {lost} rows were not written at exit: {why}; they stay in the "
+                              f"run's ring file, where read() finds them and the next open of the version "
+                              f"recovers them", FinalFlushWarning, stacklevel=1)
     finally:
         restore()
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from . import _exit, _git, _journal, _layout, _rank, _recovery, _rendezvous
+from . import _exit, _git, _journal, _layout, _options, _rank, _ring
 from ._errors import ExperimentClosedError, LogTypeError, LogValueError
 from ._fastpath import FastPath, Steps, shape_of
 from ._media import MediaEncoder
-from ._read import _read_legacy_csv
+from ._options import Options
+from ._run_folder import Recovered, RunFolder
 from ._rows import (
     INT64_MAX,
     INT64_MIN,
@@ -45,20 +45,22 @@ from ._tensorboard import TF_DIR, TensorBoardSink
 from ._schema import BASE_SCHEMA, concat
 from ._writer import BATCH_BYTES, Writer, writer_error
 
+
 _time_ns = time.time_ns
-_FORMATS = frozenset({"csv", "parquet", "tensorboard"})
-DEFAULT_SAVE_DIR = "test_tube_logs"
+DEFAULT_SAVE_DIR = _options.DEFAULT_SAVE_DIR
 
 
 class Experiment(SummaryWriterMethods):
     """One run of a training script: its tags, its logged rows and its images.
 
-    ``log()`` never does I/O: it snapshots the row, appends it to an in-memory
-    queue and returns; it blocks only when the queue is full (``max_queue_rows``
-    rows or ``max_queue_bytes`` of text and images).  A background writer thread
-    drains the queue, appends to a crash-tolerant journal and publishes
-    ``metrics.csv``/``metrics.parquet``.  ``save()`` blocks until every row
-    logged before it is in those files.  All methods are thread-safe.
+    ``log()`` never does I/O: it snapshots the row into the run's ring, a
+    memory-mapped file (``_ring``), and returns, so a row ``log()`` returned
+    survives the death of the process; it blocks only when the ring is full
+    (``max_queue_rows`` rows, or its room for text, or ``max_queue_bytes`` of
+    images).  A background writer thread takes the rows into a crash-tolerant
+    journal and publishes ``metrics.csv``/``metrics.parquet``.  ``save()``
+    blocks until every row logged before it is in those files.  All methods
+    are thread-safe.
 
     Positional arguments follow test-tube 0.7.5's order, ``(save_dir, name,
     debug, version, autosave, description, create_git_tag, rank)``, so code
@@ -85,13 +87,13 @@ class Experiment(SummaryWriterMethods):
             version folder of its own); all ranks of one launch share N (see
             ``_rendezvous``: pass ``version=``, or open the Experiment after
             ``init_process_group()`` or under torchrun/SLURM, which name the launch).
-        flush_interval: seconds between periodic flushes; a crash loses at most this window.
+        flush_interval: seconds between periodic flushes (journal synced, files published, heartbeat).
         formats: published files, a subset of ``{"csv", "parquet", "tensorboard"}``; all three
             by default.  ``"tensorboard"`` writes ``tf/events.out.tfevents.*`` (see ``_tensorboard``),
             so ``tensorboard --logdir <save_dir>`` shows the run, as test-tube 0.7.5's did.
-        max_queue_rows: rows that may wait for the writer before ``log()`` blocks (on the fast
-            path, rows of one key set; see ``_fastpath``).
-        max_queue_bytes: bytes of strings and images that may wait before ``log()`` blocks.
+        max_queue_rows: rows that may wait in the ring for the writer before ``log()`` blocks.
+        max_queue_bytes: bytes of images that may wait before ``log()`` blocks; the ring's room
+            for strings is this much too, at most 16 MiB (a single row may take all of it).
         exit_timeout: seconds the final flush at interpreter exit may take.
         image_workers: threads encoding images in parallel.
         jpeg_quality: JPEG quality (1-95) for ``jpg``/``jpeg`` keys.
@@ -119,11 +121,17 @@ class Experiment(SummaryWriterMethods):
         jpeg_quality: int = 90,
         record_git: bool = True,
     ) -> None:
-        _check_positional(debug=debug, autosave=autosave, create_git_tag=create_git_tag, description=description)
-        _check_options(name, version, rank, flush_interval, formats, max_queue_rows, max_queue_bytes, exit_timeout,
-                       image_workers, jpeg_quality)
+        # Validated once, here; everything below reads the frozen result.
+        options = self._options = Options.of(
+            save_dir=save_dir, name=name, debug=debug, version=version, autosave=autosave,
+            description=description, create_git_tag=create_git_tag, rank=rank, per_rank=per_rank,
+            flush_interval=flush_interval, formats=formats, max_queue_rows=max_queue_rows,
+            max_queue_bytes=max_queue_bytes, exit_timeout=exit_timeout, image_workers=image_workers,
+            jpeg_quality=jpeg_quality, record_git=record_git)
+        save_dir, version, rank = options.save_dir, options.version, options.rank
+        formats = options.formats
         self.name = name
-        self.save_dir = os.path.abspath(os.fspath(save_dir) if save_dir is not None else DEFAULT_SAVE_DIR)
+        self.save_dir = save_dir
         self.debug = bool(debug)
         # debug mode writes nothing whatever the rank, so a bad RANK variable cannot stop it
         self.rank = int(rank) if rank is not None else 0 if debug else _rank.detect_rank()
@@ -138,43 +146,31 @@ class Experiment(SummaryWriterMethods):
         self._exit_timeout = exit_timeout
         self._max_rows = max_queue_rows
         self._max_bytes = max_queue_bytes
-        self._queue: deque[Any] = deque()  # rows of the slow path, and flush barriers
+        self._deferred: deque[Any] = deque()  # rows with device tensors, read by the writer
         self._steps = Steps()  # one counter orders every row, fast or slow, and gives its step
-        self._fast = FastPath(self._steps, max_queue_rows, self._log_slow)
         self._columns: dict[str, pa.DataType] = {}
         self._lock = threading.Lock()
-        self._queued_bytes = 0
+        self._image_bytes = 0
         self._media_names: set[str] = set()
         self._closed = False
         self._released = False
         self._pid = os.getpid()
         self._tags_dirty = False
         self._failed = False
-        exp_dir = _layout.experiment_dir(self.save_dir, name)
         if self._inert:
-            self.version = version if version is not None else _layout.next_version(exp_dir)
-            self.log_dir = _layout.version_dir(self.save_dir, name, self.version)
+            self._folder = RunFolder.where(self.save_dir, name, version)
+            self.version, self.log_dir = self._folder.version, self._folder.log_dir
             # A plain function in the instance: a rank above 0 pays one call per log().
             self.__dict__["log"] = _inert_log
             return
 
         _warm_up()
-        if self.per_rank:
-            self.version = version if version is not None else _rendezvous.shared_version(exp_dir, self.rank)
-            self.log_dir = os.path.join(_layout.version_dir(self.save_dir, name, self.version), f"rank_{self.rank}")
-            os.makedirs(self.log_dir, exist_ok=True)
-        elif version is None:
-            self.version = _layout.claim_version(exp_dir)
-            self.log_dir = _layout.version_dir(self.save_dir, name, self.version)
-        else:
-            self.version = version
-            self.log_dir = _layout.version_dir(self.save_dir, name, self.version)
-            os.makedirs(self.log_dir, exist_ok=True)
-        self._lock_fd = _layout.lock(self.log_dir)
+        self._folder = RunFolder.claim(self.save_dir, name, version, rank=self.rank, per_rank=self.per_rank)
+        self.version, self.log_dir = self._folder.version, self._folder.log_dir
         try:
             self._open(formats, flush_interval, image_workers, jpeg_quality, record_git)
         except BaseException:
-            os.close(self._lock_fd)
+            self._folder.release()
             raise
         # The compiled fast path becomes this Experiment's log(); the method below
         # documents it and serves debug mode.
@@ -187,41 +183,42 @@ class Experiment(SummaryWriterMethods):
         self, formats: tuple[str, ...] | list[str], flush_interval: float, image_workers: int, jpeg_quality: int,
         record_git: bool,
     ) -> None:
-        media_dir = os.path.join(self.log_dir, _layout.MEDIA)
-        os.makedirs(media_dir, exist_ok=True)
-        journal_path = os.path.join(self.log_dir, _layout.JOURNAL)
-        existing = self._recover(journal_path, media_dir)
+        folder = self._folder
+        existing = self._resume(folder.recover())
         self._git = _git.snapshot(
             os.getcwd(),
             tag_name=f"tt_{self.name}_v{self.version}" if self.create_git_tag else None,
             message=f"Test tube exp: {self.name}" + (f" - {self.description}" if self.description else ""),
         ) if (record_git or self.create_git_tag) else {"ok": False, "error": "not recorded (record_git=False)"}
-        self._media = MediaEncoder(media_dir, workers=image_workers, jpeg_quality=jpeg_quality,
+        self._media = MediaEncoder(folder.media, workers=image_workers, jpeg_quality=jpeg_quality,
                                    on_done=self._release_bytes)
+        nslots, var_bytes = _ring.geometry(self._max_rows, self._max_bytes)
+        self._ring = _ring.Ring(folder.ring, nslots, var_bytes)
+        self._fast = FastPath(self._steps, self._ring, self._log_slow, self._wait_room_for)
         sinks: list[Sink] = []
         self._writer = Writer(
             label=f"{self.name}/version_{self.version}",
-            queue=self._queue,
+            ring=self._ring,
+            steps=self._steps,
             fast=self._fast,
+            deferred=self._deferred,
             columns=self._columns,
-            journal_path=journal_path,
+            journal_path=folder.journal,
             sinks=sinks,
             media=self._media,
             autosave=self.autosave,
             flush_interval=flush_interval,
-            max_pending_bytes=max(self._max_bytes, 64 * 2**20),
-            queued_bytes=self._queued_byte_count,
-            drain_bytes=min(BATCH_BYTES, self._max_bytes // 2),
+            max_rows=self._max_rows,
+            drain_bytes=min(BATCH_BYTES, var_bytes // 2),
             on_publish=self._on_publish,
-            on_drain=self._release_bytes,
             on_error=self._on_writer_error,
         )
         if "csv" in formats:
-            sinks.append(CsvSink(os.path.join(self.log_dir, _layout.CSV), self._writer))
+            sinks.append(CsvSink(folder.csv, self._writer))
         if "parquet" in formats:
-            sinks.append(ParquetSink(os.path.join(self.log_dir, _layout.PARQUET), self._writer, rows=existing))
+            sinks.append(ParquetSink(folder.parquet, self._writer, rows=existing))
         if "tensorboard" in formats:
-            sinks.append(TensorBoardSink(os.path.join(self.log_dir, TF_DIR), media_dir, tags=self._tags_snapshot,
+            sinks.append(TensorBoardSink(os.path.join(self.log_dir, TF_DIR), folder.media, tags=self._tags_snapshot,
                                          group=f"{self.name}/version_{self.version}"))
         if existing:
             # Resuming: rebuild the published files from the journal once,
@@ -229,37 +226,20 @@ class Experiment(SummaryWriterMethods):
             for sink in sinks:
                 sink.close()
         self._write_meta("running")
-        _layout.write_tags(self.log_dir, {k: _layout.tag_text(v) for k, v in self.tags.items()})
+        folder.write_tags(self.tags)
 
-    def _recover(self, journal_path: str, media_dir: str) -> int:
-        """Load what an earlier session of this version left (tags, step, columns); return its row count."""
-        # First, so that no published file is rebuilt from a journal that holds fewer rows than it.
-        _recovery.repair_before_resume(self.log_dir)
-        if not os.path.exists(journal_path):
-            _import_legacy_csv(self.log_dir, journal_path)
-        rows = 0
-        end = 0
-        last_step = -1
-        for frame, end in _journal.iter_frames(journal_path):
-            rows += frame.num_rows
-            if frame.num_rows:
-                last_step = frame.column("step")[-1].as_py()
-            for field in frame.schema:
-                if field.name not in ("step", "created_at"):
-                    old = self._columns.get(field.name)
-                    self._columns[field.name] = field.type if old is None else widen(old, field.type, field.name)
-        if os.path.exists(journal_path) and os.path.getsize(journal_path) > end:
-            os.truncate(journal_path, end)  # a torn frame from a crash
-        if rows:
-            self._steps.continue_after(last_step)
-        self.tags.update(_layout.read_tags(self.log_dir))
-        old = _layout.read_meta(self.log_dir)
-        if old.get("created_at"):
-            self.created_at = old["created_at"]
-        if self.description is None and old.get("description") is not None:
-            self.description = old["description"]
-        self._media_names.update(os.listdir(media_dir))
-        return rows
+    def _resume(self, found: Recovered) -> int:
+        """Take up what earlier sessions of this version left (tags, step, columns); return its row count."""
+        self._columns.update(found.columns)
+        if found.rows:
+            self._steps.continue_after(found.last_step)
+        self.tags.update(found.tags)
+        if found.meta.get("created_at"):
+            self.created_at = found.meta["created_at"]
+        if self.description is None and found.meta.get("description") is not None:
+            self.description = found.meta["description"]
+        self._media_names.update(found.media_names)
+        return found.rows
 
     # -- the hot path ----------------------------------------------------------
 
@@ -267,7 +247,8 @@ class Experiment(SummaryWriterMethods):
             metrics_dict: Mapping[str, Any] | None = None) -> None:
         """Add one row: ``metrics`` plus ``step`` and ``created_at``.
 
-        Never does I/O; blocks only while the queue is full.  ``step`` defaults
+        Never does I/O (the row is stored into the ring, a memory-mapped file, before
+        it returns: it survives a crash of the process); blocks only while the ring is full.  ``step`` defaults
         to one more than the previous row's; ``global_step`` is the original's
         name for it.  Values are captured now: changing ``metrics`` afterwards
         changes nothing.  Raises ``TypeError``/``ValueError`` naming the key for
@@ -314,30 +295,63 @@ class Experiment(SummaryWriterMethods):
             values.append(value)
             types.append(typ)
         image_bytes = sum(img.pixels.nbytes for _, _, img in images)
-        self._wait_for_room(text_bytes + image_bytes)
-        with self._lock:
-            self._check_usable("log")
-            changed: dict[str, pa.DataType] = {}
-            for name, typ in zip(names, types):
-                old = changed.get(name, self._columns.get(name))
-                new = typ if old is None else widen(old, typ, name)
-                if new != old:
-                    changed[name] = new
-            self._columns.update(changed)
-            seq, step = self._steps.take(step)
-            for pos, key, image in images:
-                values[pos] = self._media_name(key, image.ext, step)
-            self._queued_bytes += text_bytes + image_bytes
-            key_names = tuple(names)
-            queued: dict[Any, Any] = dict(zip(names, values))
-            queued[STEP] = step
-            queued[TIME] = now
-            queued[SEQ] = seq
-            if items:
-                queued[SHAPE] = shape_code(key_names, tuple(items))
-                self._writer.deferred_seen = True
-            # Under the lock that close() takes: the row is ahead of the final barrier, or refused.
-            self._queue.append(queued)
+        key_names = tuple(names)
+        plain = tuple(v.item() if isinstance(v, np.generic) else v for v in values)
+        # What the var record will take, with room for the step, the time and image names.
+        need = 0 if items else len(_ring.var_payload(0, 0, 0, key_names, plain)) + 64 * (len(images) + 1)
+        if need > self._ring.var_bytes - 64:
+            raise LogValueError(
+                f"log(): this row takes {need} bytes, more than the {self._ring.var_bytes} bytes the "
+                f"queue holds for text (max_queue_bytes); log long text in several rows or raise max_queue_bytes",
+                key=max(names, key=lambda k: len(str(values[names.index(k)]))) if names else None)
+        while True:
+            self._wait_for_room(image_bytes, need)
+            with self._lock:
+                self._check_usable("log")
+                if not self._ring.fits(need):
+                    continue  # another thread took the room: wait again
+                changed: dict[str, pa.DataType] = {}
+                for name, typ in zip(names, types):
+                    old = changed.get(name, self._columns.get(name))
+                    new = typ if old is None else widen(old, typ, name)
+                    if new != old:
+                        changed[name] = new
+                seq = -1  # none taken yet
+                try:
+                    # Nothing between taking the number and the try can raise (see _fastpath).
+                    for seq in self._steps.counter:
+                        break
+                    step = self._steps.step_for(seq, step)
+                    self._columns.update(changed)
+                    for pos, key, image in images:
+                        values[pos] = self._media_name(key, image.ext, step)
+                    if items:
+                        queued: dict[Any, Any] = dict(zip(names, values))
+                        queued[STEP] = step
+                        queued[TIME] = now
+                        queued[SEQ] = seq
+                        queued[SHAPE] = shape_code(key_names, tuple(items))
+                        self._writer.deferred_seen = True
+                        self._deferred.append(queued)
+                        kind = _ring.DEFERRED
+                    else:
+                        if images:
+                            plain = tuple(v.item() if isinstance(v, np.generic) else v for v in values)
+                        self._ring.put_var(_ring.var_payload(seq, step, now, key_names, plain))
+                        kind = _ring.SLOW
+                    self._image_bytes += image_bytes
+                except BaseException:
+                    if seq >= 0:
+                        self._skip(seq)
+                    raise
+            break
+        # The slot is written outside the lock: it may have to wait for the writer to free it.
+        try:
+            self._wait_room_for(seq)
+            self._ring.mark(seq, kind, step, now)
+        except BaseException:
+            self._skip(seq)
+            raise
         for pos, _, image in images:
             self._media.submit(values[pos], image)
         if key_names and type(metrics) is dict and not images:
@@ -372,13 +386,27 @@ class Experiment(SummaryWriterMethods):
     def _queued_rows(self) -> int:
         return self._writer.queued_rows()
 
-    def _queued_byte_count(self) -> int:
-        return self._queued_bytes
+    @property
+    def _queued_bytes(self) -> int:
+        """Bytes of text and images submitted and not yet written."""
+        return self._image_bytes + self._writer.queued_bytes()
 
-    def _wait_for_room(self, nbytes: int) -> None:
-        while self._queued_rows() >= self._max_rows or (
-            self._queued_bytes and self._queued_bytes + nbytes > self._max_bytes
-        ):
+    def _skip(self, seq: int) -> None:
+        """Mark a sequence number whose row was not stored, now or once its slot is free."""
+        if seq < self._ring.room[0]:
+            self._ring.skip(seq)
+        else:
+            self._writer.late_skips.append(seq)
+            self._writer.wake.set()
+
+    def _wait_room_for(self, seq: int) -> None:
+        """Wait until the slot of ``seq`` is free (called by the compiled log() when the ring is full)."""
+        if seq >= self._ring.room[0]:
+            self._writer.wait_room(seq, lambda: self._check_usable("log", closing_ok=True))
+
+    def _wait_for_room(self, image_bytes: int, var_bytes: int) -> None:
+        while (self._image_bytes and self._image_bytes + image_bytes > self._max_bytes) or \
+                not self._ring.fits(var_bytes):
             self._check_usable("log")
             writer = self._writer
             writer.drained.clear()
@@ -395,15 +423,15 @@ class Experiment(SummaryWriterMethods):
     def _release_bytes(self, nbytes: int) -> None:
         if nbytes:
             with self._lock:
-                self._queued_bytes -= nbytes
+                self._image_bytes -= nbytes
 
-    def _check_usable(self, what: str) -> None:
+    def _check_usable(self, what: str, *, closing_ok: bool = False) -> None:
         if self._pid != os.getpid():
             raise ExperimentClosedError(
                 f"{what}(): this Experiment was opened in process {self._pid}; a forked child cannot "
                 f"write to it. Log from the parent, or open an Experiment in the child."
             )
-        if self._closed:
+        if self._closed and not closing_ok:
             raise ExperimentClosedError(f"{what}(): the Experiment {self.name}/version_{self.version} is closed")
         error = self._writer.take_error()
         if error is not None:
@@ -548,17 +576,18 @@ class Experiment(SummaryWriterMethods):
                 raise writer_error(exc, self._writer.label) from exc
         finally:
             self._media.stop()
-            self._writer.close_files()
-            os.close(self._lock_fd)
+            # The ring goes once every row is in the journal; otherwise the next open recovers it.
+            self._writer.close_files(remove_ring=self._writer.queued_rows() == 0 and self._writer.error is None)
+            self._folder.release()
             _exit.unregister(self)
 
     def _on_publish(self) -> None:
         """Called by the writer after each flush: refresh the metadata files (the heartbeat)."""
         with self._lock:
             dirty, self._tags_dirty = self._tags_dirty, False
-            tags = {k: _layout.tag_text(v) for k, v in self.tags.items()} if dirty else None
+            tags = dict(self.tags) if dirty else None
         if tags is not None:
-            _layout.write_tags(self.log_dir, tags)
+            self._folder.write_tags(tags)
         if not self._closed:
             self._write_meta("running")
 
@@ -583,17 +612,14 @@ class Experiment(SummaryWriterMethods):
             "flush_interval": self._writer.flush_interval,
             "git": self._git,
         }
-        _layout.write_meta(self.log_dir, meta)
+        self._folder.write_meta(meta)
 
     def _after_fork_in_child(self) -> None:
         self._fast.open = False
         self._lock = threading.Lock()
         self._writer.after_fork_in_child()
         self._media.after_fork_in_child()
-        try:
-            os.close(self._lock_fd)  # the parent keeps the lock; closing our copy does not drop it
-        except OSError:
-            pass
+        self._folder.after_fork_in_child()
 
     def get_data_path(self, exp_name: str, exp_version: int) -> str:
         """The version folder of ``exp_name``/``exp_version`` under this save_dir."""
@@ -627,37 +653,6 @@ class Experiment(SummaryWriterMethods):
     def __repr__(self) -> str:
         state = "debug" if self.debug else "inert" if self._inert else "closed" if self._closed else "open"
         return f"<Experiment {self.name!r} version={self.version} {state} log_dir={self.log_dir!r}>"
-
-
-def _import_legacy_csv(log_dir: str, journal_path: str) -> None:
-    """Carry the rows of a version written by the original test-tube into a new journal.
-
-    Without this, resuming such a version would publish a metrics.csv holding
-    only the new rows.  The original had no ``step`` column: the row index is used.
-    """
-    csv_path = os.path.join(log_dir, _layout.CSV)
-    if not os.path.exists(csv_path):
-        return
-    table = _read_legacy_csv(csv_path)
-    if table.num_rows == 0:
-        return
-    n = table.num_rows
-    step = table.column("step").cast(pa.int64()) if "step" in table.column_names else pa.array(range(n), pa.int64())
-    created = table.column("created_at") if "created_at" in table.column_names else pa.nulls(n, pa.string())
-    if not pa.types.is_timestamp(created.type):
-        created = pc.strptime(created.cast(pa.string()), "%Y-%m-%d %H:%M:%S.%f", "us", error_is_null=True)
-    created = pc.assume_timezone(created.cast(pa.timestamp("us")), "UTC")
-    arrays, names = [step, created], ["step", "created_at"]
-    for name in table.column_names:
-        if name not in ("step", "created_at"):
-            column = table.column(name)
-            if pa.types.is_string(column.type) or pa.types.is_null(column.type):
-                column = column.cast(STR if pa.types.is_string(column.type) else pa.null())
-            arrays.append(column)
-            names.append(name)
-    pieces = _journal.encode(pa.Table.from_arrays(arrays, names=names))
-    data = b"".join(bytes(memoryview(p)) for p in pieces)
-    _layout.publish(journal_path, data)
 
 
 def _check_tags(tags: Mapping[Any, Any]) -> None:
@@ -724,51 +719,6 @@ def _is_array_like(value: Any) -> bool:
 
 def _utc_text() -> str:
     return str(datetime.now(timezone.utc).replace(tzinfo=None))
-
-
-def _check_positional(*, description: Any, **flags: Any) -> None:
-    """Refuse values that show arguments given in another version's positional order.
-
-    test-tube releases put ``debug``, ``version``, ``autosave`` and
-    ``description`` in different orders; a number or text where a flag goes,
-    or a flag where the description goes, is an argument in the wrong place,
-    never to be taken silently.
-    """
-    for flag, value in flags.items():
-        if not (isinstance(value, (bool, np.bool_)) or (type(value) is int and value in (0, 1))):
-            raise TypeError(
-                f"Experiment({flag}=...) must be a bool, got {value!r}: an argument in another position? "
-                f"Positional arguments follow test-tube 0.7.5 (save_dir, name, debug, version, autosave, "
-                f"description, create_git_tag, rank); pass them by keyword"
-            )
-    if description is not None and not isinstance(description, str):
-        raise TypeError(f"Experiment(description=...) must be a str or None, got {description!r}: "
-                        f"an argument in another position? Pass it by keyword")
-
-
-def _check_options(
-    name: Any, version: Any, rank: Any, flush_interval: Any, formats: Any, max_queue_rows: Any, max_queue_bytes: Any,
-    exit_timeout: Any, image_workers: Any, jpeg_quality: Any,
-) -> None:
-    if not isinstance(name, str) or not name or os.sep in name or name in (".", ".."):
-        raise ValueError(f"Experiment(name=...) must be a non-empty folder name, got {name!r}")
-    if version is not None and (type(version) is bool or not isinstance(version, (int, np.integer)) or version < 0):
-        raise ValueError(f"Experiment(version=...) must be None or an int >= 0, got {version!r}")
-    if rank is not None and (type(rank) is bool or not isinstance(rank, (int, np.integer)) or rank < 0):
-        raise ValueError(f"Experiment(rank=...) must be None or an int >= 0, got {rank!r}")
-    if not flush_interval > 0:
-        raise ValueError(f"flush_interval must be > 0 seconds, got {flush_interval!r}")
-    unknown = set(formats) - _FORMATS
-    if unknown:
-        raise ValueError(f"formats: unknown {sorted(unknown)}; choose from {sorted(_FORMATS)}")
-    if max_queue_rows < 1 or max_queue_bytes < 1:
-        raise ValueError("max_queue_rows and max_queue_bytes must be >= 1")
-    if not exit_timeout > 0:
-        raise ValueError(f"exit_timeout must be > 0 seconds, got {exit_timeout!r}")
-    if image_workers < 1:
-        raise ValueError(f"image_workers must be >= 1, got {image_workers!r}")
-    if not 1 <= jpeg_quality <= 95:
-        raise ValueError(f"jpeg_quality must be in 1..95, got {jpeg_quality!r}")
 
 
 _warmed = False

@@ -3,52 +3,54 @@
 Training loops log the same few key sets millions of times, each key holding
 a number: a Python float, int or bool, a numpy scalar, or a 0-d CPU tensor,
 at the top of the row or in nested dicts.  For each such layout (a *shape*:
-the key paths and one exact type per value) this module keeps a queue and
-compiles the Experiment's ``log`` function (:attr:`FastPath.log`), which
-checks a row against every shape seen so far and packs a matching row with
-``struct`` into one ``bytes`` object:
-
-    sequence number | step | time of the call (ns) | value | value | ...
+the key paths and one exact type per value) this module compiles the
+Experiment's ``log`` function (:attr:`FastPath.log`), which checks a row
+against every shape seen so far and packs a matching row with
+``struct.pack_into`` straight into its slot of the ring (``_ring``), a
+memory-mapped file: when ``log()`` returns, the row is in the kernel's page
+cache and survives the death of the process.
 
 The check is an exact-type test per value, written out as straight-line
 code so that it costs a few nanoseconds a value instead of a loop.  Packing
 is the snapshot (values are captured at the call: a tensor is read with
-``.tolist()``, which on the CPU never waits for a device) and most of the
-conversion: the writer joins a shape's queue into one buffer and reads it
-as a numpy record array, one C call per column, where a row of Python
-objects would cost it a conversion per value with the GIL held.  ``bytes``
-objects are not tracked by the cyclic garbage collector, so a long queue
-costs it nothing.
+``.tolist()``, which on the CPU never waits for a device).  The writer reads
+a run of slots as one numpy array, one C call per column.
+
+The sequence number is taken with ``for s in counter: break``: unlike a call
+to ``next()``, nothing between taking it and storing it can raise (the
+interpreter runs signal handlers at calls and backward jumps only), so every
+number taken is either packed or marked as skipped (``Ring.skip``) and the
+writer never waits on a number nobody will write.
 
 Anything the compiled function does not recognise (a new layout, another
-type, a tensor on a device, a full queue, a closed experiment, an odd step)
-it hands to ``Experiment._log_slow``, which validates the row, raises if it
-must, queues it the slow way and registers its shape here so the next one
-is fast.
+type, a tensor on a device, a closed experiment, an odd step) it hands to
+``Experiment._log_slow``, which validates the row, raises if it must, writes
+it the slow way and registers its shape here so the next one is fast.
 
-The step rule lives here, in :class:`Steps`, for both paths: every row takes
-the next sequence number, which orders rows across queues; its step is that
-number plus an offset, and an explicit ``step=`` moves the offset.  The
-compiled function inlines the same three lines.
+The step rule lives here, in :data:`STEP_RULE`, once: the source lines the
+compiled function is emitted from, which :class:`Steps` runs too (for the
+slow path): every row takes the next sequence number, which orders rows
+across layouts; its step is that number plus an offset, and an explicit
+``step=`` moves the offset.
 """
 
 from __future__ import annotations
 
 import itertools
+import linecache
 import struct
 import sys
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from . import _ring
 from ._errors import LogValueError
-from ._rows import BOOL, FLOAT, INT, INT64_MAX, INT64_MIN
+from ._rows import BOOL, FLOAT, INT, INT64_MAX, INT64_MIN, SCALARS
 
 #: How each kind of packed value is stored: struct code, numpy type, column type.
 _PACKED: dict[type, tuple[str, str, pa.DataType]] = {
@@ -56,16 +58,7 @@ _PACKED: dict[type, tuple[str, str, pa.DataType]] = {
     int: ("q", "<i8", INT),
     bool: ("?", "?", BOOL),
 }
-
-#: Exact scalar types the fast path takes, with the Python type each is packed as.
-#: numpy's integer types up to 32 unsigned bits always fit in 64 signed bits.
-SCALARS: dict[type, type] = {
-    float: float, int: int, bool: bool,
-    np.float64: float, np.float32: float, np.float16: float,
-    np.int64: int, np.int32: int, np.int16: int, np.int8: int,
-    np.uint32: int, np.uint16: int, np.uint8: int,
-    np.bool_: bool,
-}
+_CODES = {code: (typ, column) for code, typ, column in _PACKED.values()}
 
 #: Beyond this many shapes, rows of new shapes take the slow path (still correct, just slower).
 MAX_SHAPES = 64
@@ -75,9 +68,7 @@ MAX_SHAPES = 64
 # check shares the global_step test's branch: about 5 ns a call when neither is given.
 _SIGNATURE = "def log(metrics=None, step=None, *, global_step=None, metrics_dict=None):"
 
-_HEADER = [("seq", "<i8"), ("step", "<i8"), ("time", "<i8")]
-
-#: The key path of each value of a row, in flattening order: ``(("losses", "train"), ("lr",))``.
+#: Key paths of each value of a row, in flattening order: ``(("losses", "train"), ("lr",))``.
 Paths = tuple[tuple[str, ...], ...]
 
 
@@ -87,8 +78,8 @@ class Steps:
     A row's step is its sequence number plus :attr:`offset`; an explicit step
     sets the offset so that the next automatic step follows it.  Sequence
     numbers come from one ``itertools.count`` (atomic under the GIL), so
-    automatic steps are unique across threads.  The compiled ``log`` reads
-    :attr:`counter` and :attr:`offset` directly.
+    automatic steps are unique across threads.  The compiled ``log`` runs the
+    same rule, emitted by :func:`_store`, on :attr:`counter` and :attr:`offset`.
     """
 
     __slots__ = ("counter", "offset")
@@ -97,13 +88,16 @@ class Steps:
         self.counter = itertools.count()
         self.offset = [0]  # a cell, so the compiled function sees every change
 
-    def take(self, step: int | None) -> tuple[int, int]:
-        """(sequence number, step) of the next row; ``step`` is the explicit one, if any.
+    def peek(self) -> int:
+        """The next sequence number, without taking it (every smaller one is taken)."""
+        return int(repr(self.counter)[6:-1])
+
+    def step_for(self, seq: int, step: int | None) -> int:
+        """The step of row ``seq`` (``step``: the explicit one, if any); moves the offset.
 
         Raises ``LogValueError`` when the automatic step would not fit in 64
         bits (after an explicit step near the top of the range).
         """
-        seq = next(self.counter)
         if step is None:
             step = seq + self.offset[0]
             if step > INT64_MAX:
@@ -112,14 +106,13 @@ class Steps:
                 raise LogValueError(
                     f"log(): the automatic step would be {step} (one after the last step, {step - 1}), "
                     f"beyond a 64-bit integer; pass step=", key="step")
-            return seq, step
+            return step
         self.offset[0] = step - seq
-        return seq, step
+        return step
 
     def continue_after(self, last_step: int) -> None:
         """Make the next automatic step ``last_step + 1`` (resuming a version)."""
-        seq = next(self.counter)  # a sequence number may be skipped; only order matters
-        self.offset[0] = last_step - seq
+        self.offset[0] = last_step + 1 - self.peek()
 
 
 @dataclass(frozen=True)
@@ -193,31 +186,44 @@ def paths_of(row: dict[str, Any]) -> Paths | None:
 
 
 class PackedShape:
-    """One layout of keys with one kind per value, and the queue of its packed rows."""
+    """One layout: its column names and struct codes, how a slot holds it, and its columns.
 
-    __slots__ = ("columns", "dtype", "kinds", "names", "packer", "paths", "queue")
+    Built from what the ring's shape table records (``names``, ``codes``), so a
+    reader in another process decodes the slots exactly as the writer does.
+    """
 
-    def __init__(self, paths: Paths, kinds: tuple[Kind, ...]) -> None:
-        self.paths = paths
-        self.kinds = kinds
-        self.names = tuple("/".join(path) for path in paths)
-        stored = [_PACKED[k.value] for k in kinds]
-        self.packer = struct.Struct("<qqq" + "".join(code for code, _, _ in stored))
-        self.dtype = np.dtype([*_HEADER, *((f"v{i}", typ) for i, (_, typ, _) in enumerate(stored))])
-        assert self.dtype.itemsize == self.packer.size
-        self.columns = [column for _, _, column in stored]
-        self.queue: deque[bytes] = deque()
+    __slots__ = ("codes", "columns", "dtype", "kind", "names", "packer")
 
-    def take(self) -> bytes:
-        """Pop what is queued now as one buffer (other threads may keep appending)."""
-        queue = self.queue
-        return b"".join(map(deque.popleft, repeat(queue, len(queue))))
+    def __init__(self, kind: int, names: tuple[str, ...], codes: str) -> None:
+        self.kind = kind
+        self.names = names
+        self.codes = codes
+        size = struct.calcsize("<" + codes)
+        if size > _ring.VALUE_BYTES:
+            raise ValueError(f"{len(codes)} values ({size} bytes) do not fit in a ring slot")
+        pad = _ring.VALUE_BYTES - size
+        self.packer = struct.Struct(f"<qqqi4x{codes}{pad}xq")
+        assert self.packer.size == _ring.SLOT
+        offsets, at = [], _ring.VALUES_AT
+        for code in codes:
+            offsets.append(at)
+            at += struct.calcsize("<" + code)
+        self.dtype = np.dtype({
+            "names": ["seq", "step", "time", *(f"v{i}" for i in range(len(codes)))],
+            "formats": ["<i8", "<i8", "<i8", *(_CODES[c][0] for c in codes)],
+            "offsets": [0, 8, 16, *offsets], "itemsize": _ring.SLOT,
+        })
+        self.columns = [_CODES[c][1] for c in codes]
 
-    def arrays(self, data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[pa.Array]]:
-        """(sequence numbers, steps, times in ns, one Arrow array per key) of packed rows."""
-        records = np.frombuffer(data, self.dtype)
-        values = [pa.array(records[f"v{i}"], typ) for i, typ in enumerate(self.columns)]
-        return records["seq"], records["step"], records["time"], values
+    def arrays(self, records: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[pa.Array]]:
+        """(sequence numbers, steps, times in ns, one Arrow array per key) of raw slots of this layout."""
+        view = records.view(self.dtype)
+        values = [pa.array(view[f"v{i}"], typ) for i, typ in enumerate(self.columns)]
+        return view["seq"], view["step"], view["time"], values
+
+
+def codes_of(kinds: tuple[Kind, ...]) -> str:
+    return "".join(_PACKED[k.value][0] for k in kinds)
 
 
 class FastPath:
@@ -226,20 +232,29 @@ class FastPath:
     :attr:`log` is created once and handed out as the Experiment's ``log``;
     when a shape is added, a new body is compiled and swapped into the same
     function object, so a reference the caller took before (``log =
-    exp.log``, the usual hot-loop idiom) runs the new body too.
+    exp.log``, the usual hot-loop idiom) runs the new body too.  The source of
+    each body is kept in :mod:`linecache`, so a traceback through ``log()``
+    shows its lines.
     """
 
-    def __init__(self, steps: Steps, max_rows: int, slow: Callable[..., None]) -> None:
+    def __init__(self, steps: Steps, ring: _ring.Ring, slow: Callable[..., None],
+                 wait_room: Callable[[int], None]) -> None:
         self.shapes: list[PackedShape] = []
-        # The globals of every compiled body; the names of a shape's queue,
-        # packer and types are added before a body that uses them is swapped in.
+        self._layouts: list[tuple[Paths, tuple[Kind, ...]]] = []
+        self.ring = ring
+        # The globals of every compiled body; the names of a shape's packer and
+        # types are added before a body that uses them is swapped in.
         self._env: dict[str, Any] = {
-            "__builtins__": {}, "dict": dict, "type": type, "len": len, "next": next, "KeyError": KeyError,
-            "counter": steps.counter, "offset": steps.offset,
-            "time_ns": time.time_ns, "max_rows": max_rows, "slow": slow,
+            "__builtins__": {}, "dict": dict, "type": type, "len": len, "KeyError": KeyError,
+            "BaseException": BaseException,
+            "counter": steps.counter, "offset": steps.offset, "room": ring.room, "slots": ring.slots,
+            "mask": ring.mask, "skip": ring.skip, "wait_room": wait_room,
+            "time_ns": time.time_ns, "slow": slow,
             "float": float, "int": int, "bool": bool, "struct_error": struct.error,
         }
         self._type_names: dict[type, str] = {}
+        self._generation = itertools.count()
+        self.source = ""
         # While closed (the Experiment closed, failed or was forked), log()'s
         # body hands every row to the slow path, which raises: the open body
         # never checks a flag.
@@ -259,35 +274,29 @@ class FastPath:
         self.log.__code__ = self._open_body if value else self._closed_body
 
     def knows(self, paths: Paths, kinds: tuple[Kind, ...]) -> bool:
-        return any(s.paths == paths and s.kinds == kinds for s in self.shapes)
+        return (paths, kinds) in self._layouts
 
     def add(self, paths: Paths, kinds: tuple[Kind, ...]) -> None:
         """Take rows of this layout and these kinds from now on (call under the Experiment's lock)."""
         if len(self.shapes) >= MAX_SHAPES or self.knows(paths, kinds):
             return
-        shape = PackedShape(paths, kinds)
+        codes = codes_of(kinds)
+        if struct.calcsize("<" + codes) > _ring.VALUE_BYTES:
+            return  # too many values for one slot: the slow path keeps them
         i = len(self.shapes)
+        shape = PackedShape(i + 1, tuple("/".join(path) for path in paths), codes)
+        # The layout is on record before any row of it is, so a reader can decode its slots.
+        if not self.ring.put_shape(_ring.shape_payload(shape.kind, shape.names, codes)):
+            return
         for kind in kinds:
             self._type_names.setdefault(kind.raw, f"T{len(self._type_names)}")
-        self._env.update({f"queue_{i}": shape.queue, f"append_{i}": shape.queue.append,
-                          f"pack_{i}": shape.packer.pack, f"keys_{i}": frozenset(p[0] for p in paths),
+        self._env.update({f"pack_{i}": shape.packer.pack_into, f"keys_{i}": frozenset(p[0] for p in paths),
                           **{name: t for t, name in self._type_names.items()}})
+        self._layouts.append((paths, kinds))
         self.shapes = [*self.shapes, shape]
         self._open_body = self._compile().__code__
         if self._open:
             self.log.__code__ = self._open_body
-
-    def queued(self) -> int:
-        return sum(len(s.queue) for s in self.shapes)
-
-    def drain(self) -> Iterator[tuple[PackedShape, bytes]]:
-        for shape in self.shapes:
-            if shape.queue:
-                yield shape, shape.take()
-
-    def clear(self) -> None:
-        for shape in self.shapes:
-            shape.queue.clear()
 
     def _compile(self) -> Any:
         """Compile ``log(metrics=None, step=None, *, global_step=None, metrics_dict=None)`` for the shapes so far.
@@ -307,24 +316,22 @@ class FastPath:
                         except KeyError:
                             pass
                         else:
-                            if type(v0) is T0 and type(v1) is T1 and len(queue_0) < max_rows:
+                            if type(v0) is T0 and type(v1) is T1:
                                 if step is None:
-                                    s = next(counter)
                                     try:
-                                        append_0(pack_0(s, s + offset[0], time_ns(), v0, v1))
+                                        for s in counter: break
+                                        if s >= room[0]: wait_room(s)
+                                        pack_0(slots, (s & mask) << 7, s, s + offset[0], time_ns(), 1, v0, v1, s)
                                     except struct_error:
+                                        skip(s)
                                         offset[0] -= 1
+                                    except BaseException:
+                                        skip(s)
+                                        raise
                                     else:
                                         return
-                                if type(step) is int:
-                                    s = next(counter)
-                                    try:
-                                        append_0(pack_0(s, step, time_ns(), v0, v1))
-                                    except struct_error:
-                                        offset[0] -= 1
-                                    else:
-                                        offset[0] = step - s
-                                        return
+                                elif type(step) is int:
+                                    ... the same, with ``step`` and ``offset[0] = step - s`` after
                 slow(metrics, step, None, metrics_dict)
 
         A nested dict is loaded key by key after a check that it is a plain
@@ -335,8 +342,8 @@ class FastPath:
         set comparison) before their loads.
         """
         by_length: dict[int, list[int]] = {}
-        for i, shape in enumerate(self.shapes):
-            by_length.setdefault(len({p[0] for p in shape.paths}), []).append(i)
+        for i, (paths, _) in enumerate(self._layouts):
+            by_length.setdefault(len({p[0] for p in paths}), []).append(i)
         lines = [
             _SIGNATURE,
             "    if global_step is not None or metrics_dict is not None:",
@@ -358,20 +365,26 @@ class FastPath:
         return self._build(lines)
 
     def _build(self, lines: list[str]) -> Any:
-        # Our own source, built from the run's keys (embedded with repr) and types.
-        exec(compile("\n".join(lines), "<test_tube log fast path>", "exec"), self._env)  # noqa: S102
+        # Our own source, built from the run's keys (embedded with repr) and types;
+        # kept in linecache under a name of its own, so tracebacks show its lines.
+        source = "\n".join(lines) + "\n"
+        filename = f"<test_tube log() {id(self):x}.{next(self._generation)}>"
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        exec(compile(source, filename, "exec"), self._env)  # noqa: S102
         log = self._env.pop("log")
         log.__name__, log.__qualname__ = "log", "Experiment.log"
+        self.source = source
         return log
 
     def _shape_block(self, i: int) -> list[str]:
+        paths, kinds = self._layouts[i]
         shape = self.shapes[i]
-        loads = _loads(shape.paths)
+        loads = _loads(paths)
         raw_checks: list[str] = []
         reads: list[str] = []
         read_checks: list[str] = []
         packed: list[str] = []
-        for j, kind in enumerate(shape.kinds):
+        for j, kind in enumerate(kinds):
             t = self._type_names[kind.raw]
             if kind.is_tensor:
                 # tolist() of a 0-d tensor is its value, as item() is; of any other
@@ -385,31 +398,41 @@ class FastPath:
                 raw_checks.append(_value_check(f"v{j}", kind.value, t) if kind.raw is int
                                   else f"type(v{j}) is {t}")
                 packed.append(f"v{j}")
-        values = ", ".join(packed)
-        store = [
-            "if step is None:",
-            "    s = next(counter)",
-            "    try:",  # costs nothing unless raised
-            f"        append_{i}(pack_{i}(s, s + offset[0], time_ns(), {values}))",
-            "    except struct_error:",  # past 64 bits: give the number back; the slow path says so
-            "        offset[0] -= 1",
-            "    else:",
-            "        return",
-            "if type(step) is int:",
-            "    s = next(counter)",
-            "    try:",  # pack checks that the step fits in 64 bits
-            f"        append_{i}(pack_{i}(s, step, time_ns(), {values}))",
-            "    except struct_error:",  # refused (the slow path says why): give its sequence number back
-            "        offset[0] -= 1",
-            "    else:",
-            "        offset[0] = step - s",
-            "        return",
-        ]
+        store = [*_store(i, shape.kind, ", ".join(packed), "s + offset[0]", auto=True),
+                 *_store(i, shape.kind, ", ".join(packed), "step", auto=False)]
         if reads:
             store = [*reads, f"if {' and '.join(read_checks)}:", *("    " + line for line in store)]
-        checked = [f"if {' and '.join(raw_checks)} and len(queue_{i}) < max_rows:", *("    " + line for line in store)]
+        checked = [f"if {' and '.join(raw_checks)}:", *("    " + line for line in store)]
         return ["try:", *("    " + line for line in loads), "except KeyError:", "    pass", "else:",
                 *("    " + line for line in checked)]
+
+
+_SHIFT = _ring.SLOT.bit_length() - 1
+
+
+def _store(i: int, kind: int, values: str, step: str, *, auto: bool) -> list[str]:
+    """The step rule and the store of one row, as emitted into ``log()``.
+
+    ``for s in counter: break`` takes the sequence number with nothing that can
+    raise between taking and storing it, and the handlers mark a number whose
+    row was not stored (``skip``), so the writer never waits for it.
+    """
+    pack = f"pack_{i}(slots, (s & mask) << {_SHIFT}, s, {step}, time_ns(), {kind}, {values}, s)"
+    return [
+        "if step is None:" if auto else "elif type(step) is int:",
+        "    try:",  # costs nothing unless raised
+        "        for s in counter: break",
+        "        if s >= room[0]: wait_room(s)",  # the ring is full: wait for the writer
+        f"        {pack}",  # pack_into checks that the step fits in 64 bits
+        "    except struct_error:",  # refused (the slow path says why)
+        "        skip(s)",
+        "        offset[0] -= 1",  # give the number back: the steps go on as if the row never came
+        "    except BaseException:",  # a signal, or wait_room saw the writer fail
+        "        skip(s)",
+        "        raise",
+        "    else:",
+        *(["        return"] if auto else ["        offset[0] = step - s", "        return"]),
+    ]
 
 
 def _loads(paths: Paths) -> list[str]:

@@ -9,15 +9,17 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from . import _journal, _layout, _recovery
+from . import _journal, _layout, _recovery, _ring_recovery
 from ._schema import concat, empty_table
 
 
 def read(log_dir: str | os.PathLike[str]) -> pa.Table:
     """Return every row of a run as a ``pyarrow.Table``, in logging order.
 
-    Reads the journal, so it is current up to the writer's last flush, even
-    while the run is still writing or after it was killed: a torn tail is
+    Reads the journal, which a running writer extends every fraction of a
+    second, and, for a run whose process died without closing it (``kill -9``,
+    a segfault, ``os._exit``), every whole row its ring file holds beyond the
+    journal: every row ``log()`` returned, in logging order.  A torn tail is
     skipped, never misread.  Columns are ``step``, ``created_at`` and the
     logged keys in first-seen order.  A run with no rows gives an empty table
     that still has ``step`` and ``created_at``.  Folders written by the
@@ -42,6 +44,9 @@ def read(log_dir: str | os.PathLike[str]) -> pa.Table:
         if not damage.needed:
             damage = None
             frames, _ = _journal.read_frames(journal)  # the writer moved on meanwhile: no damage after all
+    left = _ring_recovery.ring_table(log_dir)  # a dead process's rows beyond its journal
+    if left is not None:
+        frames.append(left)
     table = _table(log_dir, journal, frames)
     if damage is not None and table.num_rows < damage.rows:
         warnings.warn(damage.warning(

@@ -33,25 +33,33 @@ BOOL = pa.bool_()
 STR = pa.large_string()
 NULL = pa.null()
 
-# Exact types that pyarrow converts correctly without help, with their column type.
-# numpy scalars are immutable, so they can be queued as they are.
-DIRECT_TYPES: dict[type, pa.DataType] = {
-    float: FLOAT,
-    int: INT,
-    bool: BOOL,
-    type(None): NULL,
-    np.float64: FLOAT,
-    np.float32: FLOAT,
-    np.float16: FLOAT,
-    np.int64: INT,
-    np.int32: INT,
-    np.int16: INT,
-    np.int8: INT,
-    np.uint32: INT,
-    np.uint16: INT,
-    np.uint8: INT,
-    np.bool_: BOOL,
+#: The one table of accepted scalar types: each exact type, the Python type its
+#: value is stored as, and its column type.  numpy scalars are immutable, so the
+#: slow path may hold them as they are; numpy's integer types up to 32 unsigned
+#: bits always fit in 64 signed bits.  ``None`` is taken by the slow path only.
+SCALAR_TYPES: dict[type, tuple[type, pa.DataType]] = {
+    float: (float, FLOAT),
+    int: (int, INT),
+    bool: (bool, BOOL),
+    np.float64: (float, FLOAT),
+    np.float32: (float, FLOAT),
+    np.float16: (float, FLOAT),
+    np.int64: (int, INT),
+    np.int32: (int, INT),
+    np.int16: (int, INT),
+    np.int8: (int, INT),
+    np.uint32: (int, INT),
+    np.uint16: (int, INT),
+    np.uint8: (int, INT),
+    np.bool_: (bool, BOOL),
 }
+
+#: Exact types the fast path packs, with the Python type each is packed as.
+SCALARS: dict[type, type] = {t: value for t, (value, _) in SCALAR_TYPES.items()}
+
+#: Exact types that pyarrow converts correctly without help, with their column type.
+DIRECT_TYPES: dict[type, pa.DataType] = {t: column for t, (_, column) in SCALAR_TYPES.items()}
+DIRECT_TYPES[type(None)] = NULL
 
 _IMAGE_WORD = re.compile(r"jpeg|jpg|png", re.IGNORECASE)
 

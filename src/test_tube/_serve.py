@@ -64,7 +64,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import _downsample, _journal, _layout
+from . import _downsample, _journal, _layout, _ring_recovery
 from ._plot import series as _metric_points
 from ._read import read
 from ._rows import image_extension
@@ -426,6 +426,8 @@ class App:
         if not os.path.isdir(log_dir):
             raise FileNotFoundError(log_dir)
         journal = os.path.join(log_dir, _layout.JOURNAL)
+        if os.path.exists(_ring_recovery.ring_path(log_dir)) and _ring_recovery.ring_table(log_dir) is not None:
+            return read(log_dir)  # a run that died without closing: its ring's rows too
         try:
             st = os.stat(journal)
         except FileNotFoundError:  # a run of test-tube 0.7.5, or one not started yet

@@ -18,14 +18,15 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import _layout
+from ._schema import conform
 
 
 class Source(Protocol):
@@ -51,6 +52,11 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+#: Rows formatted at once: between two chunks the writer may free ring slots.
+CSV_CHUNK = 8_192
+CSV_CHUNK_CALM = 131_072
+
+
 class CsvSink:
     """``metrics.csv``: appended in place after each journal write, rewritten on a new column.
 
@@ -68,7 +74,24 @@ class CsvSink:
         if self._columns is None or not set(table.column_names) <= set(self._columns):
             self.rewrite()
             return
-        data = format_rows(table, self._columns)
+        start = 0
+        while start < table.num_rows:
+            if start:
+                self.between()  # the writer may free ring slots before the next chunk
+            # Short chunks while a caller waits for room in the ring, long ones otherwise:
+            # each chunk costs a fixed number of GIL hand-offs.
+            size = CSV_CHUNK if self.urgent() else CSV_CHUNK_CALM
+            self._append(format_rows(table.slice(start, size), self._columns))
+            start += size
+
+    def between(self) -> None:
+        """Called between two chunks of a big write (the writer sets it)."""
+
+    def urgent(self) -> bool:
+        """Whether a caller waits for room in the ring (the writer sets it)."""
+        return False
+
+    def _append(self, data: memoryview) -> None:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
             try:
@@ -107,13 +130,16 @@ class CsvSink:
 
 
 class ParquetSink:
-    """``metrics.parquet``: rewritten whole, often enough to stay at most half a run behind.
+    """``metrics.parquet``: streamed as row groups into a hidden file, published whole at ``close()``.
 
-    A flush starts a rewrite when the rows since the last rewrite reach the
-    rows the file holds, so the total work stays linear.  The rewrite streams
-    the journal on a background thread (pyarrow releases the GIL for most of
-    it), so the writer keeps draining the queue meanwhile; ``close()`` always
-    brings the file up to date.
+    While the run goes, a flush republishes the file when the rows since the
+    last publish reach the rows it holds (so it is never more than half the
+    run behind and the total work stays linear); that rewrite streams the
+    journal on a background thread (pyarrow releases the GIL for most of it).
+    Every row is also encoded once into a second, hidden file as it arrives,
+    so ``close()`` only writes the last row group and the footer and renames
+    it: its cost does not grow with the run.  A column that appears or widens
+    mid-run restarts the hidden file from the journal (a handful of times a run).
     """
 
     def __init__(self, path: str, source: Source, *, rows: int = 0) -> None:
@@ -124,9 +150,67 @@ class ParquetSink:
         self._rows = rows
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._stream: pq.ParquetWriter | None = None
+        self._stream_schema: pa.Schema | None = None
+        self._stream_rows = 0
+        self._held: list[pa.Table] = []
+        self._held_rows = 0
+        self._restarts = 0
+        self.between: Callable[[], None] = _nothing  # the writer sets it: free ring slots first
+        self._stream_path = _layout.temp_path(os.path.join(os.path.dirname(path), "stream." + os.path.basename(path)))
 
     def write(self, table: pa.Table) -> None:
         self._rows += table.num_rows
+        if self._restarts > _MAX_RESTARTS:
+            return  # columns keep changing: close() rewrites from the journal instead
+        schema = self._source.schema()
+        if self._stream_schema is not None and not schema.equals(self._stream_schema):
+            self._drop_stream()
+            self._restarts += 1
+            if self._restarts > _MAX_RESTARTS:
+                return
+        if self._stream_schema is None:
+            # (Re)start from the journal, which already holds this table.
+            self._stream_schema = schema
+            for frame in self._source.frames(schema, self._source.published_end):
+                self._hold(frame)
+            return
+        self._hold(conform(table, schema))
+
+    def _hold(self, table: pa.Table) -> None:
+        self._held.append(table)
+        self._held_rows += table.num_rows
+        if self._held_rows >= _STREAM_GROUP:
+            self.between()
+            self._write_held()
+
+    def _write_held(self) -> None:
+        if not self._held:
+            return
+        assert self._stream_schema is not None
+        if self._stream is None:
+            self._stream = pq.ParquetWriter(self._stream_path, self._stream_schema, compression="zstd",
+                                            use_dictionary=_text_columns(self._stream_schema) or False)
+        table = pa.concat_tables(self._held) if len(self._held) > 1 else self._held[0]
+        self._held = []
+        self._stream_rows += self._held_rows
+        self._held_rows = 0
+        self._stream.write_table(table, row_group_size=max(_STREAM_GROUP, table.num_rows))
+
+    def _drop_stream(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.close()
+            finally:
+                self._stream = None
+            try:
+                os.remove(self._stream_path)
+            except FileNotFoundError:
+                pass
+        self._stream_schema = None
+        self._held = []
+        self._held_rows = 0
+        self._stream_rows = 0
 
     def flush(self, wait: bool) -> None:
         if self._thread is None and self._rows - self._rows_in_file >= max(self._rows_in_file, 1):
@@ -152,8 +236,23 @@ class ParquetSink:
 
     def close(self) -> None:
         self.wait()
-        if self._rows != self._rows_in_file:
-            self._rewrite(self._source.schema(), self._source.published_end, self._rows)
+        if self._rows == self._rows_in_file:
+            self._drop_stream()
+            return
+        schema = self._source.schema()
+        if (self._stream_schema is not None and schema.equals(self._stream_schema)
+                and self._stream_rows + self._held_rows == self._rows):
+            self._write_held()
+            if self._stream is None:  # no row group yet: an empty file of this schema
+                self._stream = pq.ParquetWriter(self._stream_path, schema, compression="zstd")
+            self._stream.close()
+            self._stream = None
+            self._stream_schema = None
+            os.replace(self._stream_path, self.path)
+            self._rows_in_file = self._rows
+            return
+        self._drop_stream()
+        self._rewrite(schema, self._source.published_end, self._rows)
 
     def _rewrite_in_background(self, schema: pa.Schema, stop: int, rows: int) -> None:
         try:
@@ -163,15 +262,26 @@ class ParquetSink:
 
     def _rewrite(self, schema: pa.Schema, stop: int, rows: int) -> None:
         tmp = _layout.temp_path(self.path)
-        # Dictionary encoding only pays for text; on float columns it triples the cost.
-        text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-        with pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=text or False) as writer:
+        with pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=_text_columns(schema) or False) as writer:
             for table in _batched(self._source.frames(schema, stop)):
                 writer.write_table(table, row_group_size=_ROW_GROUP)
         os.replace(tmp, self.path)
         self._rows_in_file = rows
 
 
+def _nothing() -> None:
+    pass
+
+
+def _text_columns(schema: pa.Schema) -> list[str]:
+    # Dictionary encoding only pays for text; on float columns it triples the cost.
+    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+
+
+_MAX_RESTARTS = 8
+#: Rows of a row group of the streamed file: small enough that writing one is a
+#: short step (the writer frees ring slots between steps), big enough to compress well.
+_STREAM_GROUP = 65_536
 _ROW_GROUP = 1 << 17
 
 
@@ -196,15 +306,38 @@ def header(columns: list[str]) -> bytes:
 def format_rows(table: pa.Table, columns: list[str]) -> memoryview:
     """CSV lines (no header) for ``table``, with cells in the order of ``columns``.
 
-    Each column becomes text in one vectorised step and the lines are joined in
-    Arrow, so no Python code runs per row.  The result is a view of Arrow's
-    buffer, written out without another copy.
+    Each kind of column becomes text in one vectorised step (all float columns
+    together, all int columns together) and the lines are joined in Arrow, so
+    no Python code runs per row and the number of pyarrow calls does not grow
+    with the columns: each call lets go of the GIL, and getting it back next to
+    a busy training loop takes up to the interpreter's switch interval.  The
+    result is a view of Arrow's buffer, written out without another copy.
     """
     n = table.num_rows
     if n == 0:
         return memoryview(b"")
     names = set(table.column_names)
-    texts = [_cell_text(table.column(name)) if name in names else pa.nulls(n, _TEXT) for name in columns]
+    texts: list[Any] = [None] * len(columns)
+    batched: dict[str, list[tuple[int, pa.Array]]] = {"float": [], "int": []}
+    for k, name in enumerate(columns):
+        if name not in names:
+            texts[k] = pa.nulls(n, _TEXT)
+            continue
+        column = table.column(name)
+        t = column.type
+        if pa.types.is_floating(t) and t == pa.float64():
+            batched["float"].append((k, column.combine_chunks()))
+        elif pa.types.is_integer(t):
+            batched["int"].append((k, column.combine_chunks().cast(pa.int64())))
+        else:
+            texts[k] = _cell_text(column)
+    for kind, members in batched.items():
+        if not members:
+            continue
+        joined = pa.concat_arrays([array for _, array in members]) if len(members) > 1 else members[0][1]
+        text = _float_text(joined) if kind == "float" else pc.cast(joined, _TEXT)
+        for m, (k, _) in enumerate(members):
+            texts[k] = text.slice(m * n, n)
     # The line ending goes onto the last cell (a missing one is an empty cell), so
     # one join builds the lines instead of a second pass over all of them.
     texts[-1] = pc.binary_join_element_wise(pc.fill_null(texts[-1], _EMPTY), _NEWLINE, _EMPTY)
@@ -223,8 +356,6 @@ _OFFSETS = struct.Struct("<q")
 _EMPTY = pa.scalar("", _TEXT)
 _COMMA = pa.scalar(",", _TEXT)
 _NEWLINE = pa.scalar("\n", _TEXT)
-_POINT_ZERO = pa.scalar(".0", _TEXT)
-_ZERO = pa.scalar(0.0, pa.float64())
 
 
 def _cell_text(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
@@ -254,21 +385,27 @@ def _cell_text(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
 
 
 def _float_text(column: pa.Array) -> pa.Array:
+    """Floats as Python spells them: Arrow's shortest text, with ``.0`` after a whole number.
+
+    Arrow spells 3.0 "3", which readers would take for an int.  x - trunc(x)
+    is exactly 0 for a whole finite float (nan for an infinity or nan, null for
+    null): two cheap passes find them, and only those cells are rewritten,
+    except where Arrow chose an exponent ("1e+16").
+    """
     text = pc.cast(column, _TEXT)
-    # Python spells a whole float "3.0"; Arrow spells it "3", which readers
-    # would take for an int.  x - trunc(x) is exactly 0 for a whole finite
-    # float (nan for an infinity or nan, null for null): two passes, not four.
     whole = pc.equal(pc.subtract(column, pc.trunc(column)), _ZERO)
     count = pc.sum(whole).as_py() or 0
     if not count:
         return text
-    # Where Arrow chose an exponent ("1e+16") the text gets nothing.
     if count == len(column):
         return pc.if_else(pc.match_substring(text, "e"), text, pc.binary_join_element_wise(text, _POINT_ZERO, _EMPTY))
-    # Usually a few cells: rewrite only those instead of copying every cell twice.
     cells = pc.filter(text, whole)
     fixed = pc.if_else(pc.match_substring(cells, "e"), cells, pc.binary_join_element_wise(cells, _POINT_ZERO, _EMPTY))
     return pc.replace_with_mask(text, whole, fixed)
+
+
+_POINT_ZERO = pa.scalar(".0", pa.large_string())
+_ZERO = pa.scalar(0.0, pa.float64())
 
 
 def _write_all(fd: int, data: memoryview) -> None:

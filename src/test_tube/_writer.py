@@ -1,19 +1,28 @@
-"""The writer: the one thread that drains the queue and touches the run's files.
+"""The writer: the one thread that takes rows off the ring and touches the run's files.
 
 Vocabulary, used the same way everywhere:
 
-* *submit*: ``log()`` appends a row to a queue (``collections.deque``): packed
-  bytes to its shape's queue on the fast path (``_fastpath``), a dict to the
-  main queue on the slow path, where flush barriers travel too;
-* *drain*: the writer pops what is queued, converts it to Arrow column by
-  column and puts the rows back in the order they were logged, so no row
-  stays a Python object for longer than one flush window;
-* *flush*: a barrier; the pending rows go to the journal, then to the published
-  files (``metrics.csv``, ``metrics.parquet``), and waiting callers are released;
+* *submit*: ``log()`` writes a row into its slot of the ring (``_ring``): packed
+  values on the fast path (``_fastpath``), a marker plus a variable-length
+  record on the slow path; rows holding device tensors wait in a deque until
+  the writer reads them;
+* *take*: the writer copies the run of whole slots from its cursor as one
+  numpy array, turns each layout's slots into Arrow columns (one C call per
+  column, no Python per row), appends them to the journal as one frame and
+  only then frees the slots: a row is always in the ring file or the journal;
+* *flush*: a barrier; the journal is synced, the published files
+  (``metrics.csv``, ``metrics.parquet``) brought up to date, waiting callers released;
 * *close*: a last flush that also completes ``metrics.parquet``, then the thread stops.
 
+A take is as big as the backlog: the writer's cost is mostly a fixed number of
+GIL hand-offs per take (each pyarrow or numpy call that releases the GIL waits
+up to the interpreter's switch interval to get it back next to a busy loop),
+so taking everything that waits keeps the hand-offs per row falling as the
+loop speeds up.
+
 The writer never dies on one bad batch: an exception is kept, handed to the
-next caller (``log()``, ``save()``, ``close()``), and the writer keeps going.
+next caller (``log()``, ``save()``, ``close()``), and the writer keeps going;
+rows it could not journal stay in the ring and are taken again.
 """
 
 from __future__ import annotations
@@ -29,119 +38,125 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from . import _journal
+from . import _journal, _ring
 from ._errors import WriterError
-from ._fastpath import FastPath, PackedShape
+from ._fastpath import FastPath, PackedShape, Steps
 from ._media import MediaEncoder
 from ._priority import lower_this_thread
-from ._rows import FLOAT, SEQ, SHAPE, SHAPES, STEP, TIME
+from ._rows import SEQ, SHAPE, SHAPES, STEP, TIME
 from ._schema import BASE_SCHEMA, concat, conform
 from ._sinks import Sink
 
-#: Rows (or bytes) after which a batch is journaled without waiting for the next flush.
-BATCH_ROWS = 65_536
+#: Bytes of text after which the writer takes rows without waiting for the next look.
 BATCH_BYTES = 16 * 2**20
 
-#: Seconds between the writer's looks at the queue when nothing wakes it sooner
-#: (``save()``, a full queue).
+#: Seconds between the writer's looks at the ring when nothing wakes it sooner
+#: (``save()``, a full ring).
 DRAIN_INTERVAL = 0.1
 
-#: Rows that make a look a drain before the next flush is due (queued text and
-#: images do too, from ``drain_bytes``).  A drain has a fixed cost of about 1 ms
-#: (``benchmarks/writer_profile.py --rows 2``), mostly with the GIL held, which the
-#: training loop pays: a loop logging one row every few milliseconds (or one image
-#: every 50 ms) would pay it ten times a second for a handful of rows.  Fewer rows
-#: wait for the flush, which drains everything, so no row stays a Python object
-#: longer than one flush window.
+#: Rows that make a look a take before the next flush is due (var bytes do too,
+#: from ``drain_bytes``).  A take has a fixed cost of about 1 ms, mostly with
+#: the GIL held, which the training loop pays: a loop logging one row every
+#: few milliseconds would pay it ten times a second for a handful of rows.
+#: Fewer rows wait in the ring (durable already) for the flush.
 DRAIN_ROWS = 8_192
+
+#: Rows a take is capped at while a caller waits for room.
+PRESSED_TAKE = 16_384
 
 _SEQ_FIELD = pa.field("seq", pa.int64())
 
 
 class Barrier:
-    """A flush request travelling through the queue behind the rows it covers."""
+    """A flush request: released once every row below ``target`` is journaled and published."""
 
-    __slots__ = ("done", "error", "final")
+    __slots__ = ("done", "error", "final", "target")
 
-    def __init__(self, final: bool = False) -> None:
+    def __init__(self, target: int, final: bool = False) -> None:
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.final = final
+        self.target = target
 
 
 class Writer:
-    """Drains ``queue`` into the journal and the sinks on a background thread."""
+    """Takes rows off ``ring`` into the journal and the sinks on a background thread."""
 
     def __init__(
         self,
         *,
         label: str,
-        queue: deque[Any],
+        ring: _ring.Ring,
+        steps: Steps,
         fast: FastPath,
+        deferred: deque[Any],
         columns: dict[str, pa.DataType],
         journal_path: str,
         sinks: list[Sink],
         media: MediaEncoder,
         autosave: bool,
         flush_interval: float,
-        max_pending_bytes: int,
-        queued_bytes: Callable[[], int],
+        max_rows: int,
         drain_bytes: int,
         on_publish: Callable[[], None],
-        on_drain: Callable[[int], None],
         on_error: Callable[[], None],
     ) -> None:
         self.label = label
-        self.queue = queue
+        self.ring = ring
+        self.steps = steps
         self.fast = fast
+        self.deferred = deferred
         self.columns = columns
         self.journal_path = journal_path
         self.sinks = sinks
         self.media = media
         self.autosave = autosave
         self.flush_interval = flush_interval
-        self.max_pending_bytes = max_pending_bytes
-        self._queued_bytes = queued_bytes  # text and images submitted, not yet released
+        self.max_rows = max_rows
         self.drain_bytes = drain_bytes
         self._on_publish = on_publish
-        self._on_drain = on_drain
         self._on_error = on_error
         self.error: BaseException | None = None
         self.wake = threading.Event()
         self.drained = threading.Event()
-        # Raised by callers, lowered by the writer: under a lock, since a lost
-        # update would let a barrier be taken for a row, or stop the writer early.
-        self.barriers_pending = 0
+        self._barriers: list[Barrier] = []
         self._barrier_lock = threading.Lock()
         self.deferred_seen = False  # set once a row with tensors was queued
+        self.cursor = 0  # every row below this sequence number is journaled
+        self.var_pos = 0  # var records below this position are journaled
+        self.late_skips: list[int] = []  # numbers skipped while their slot was not yet free
+        self.pressed = False  # a caller waits for room in the ring
+        self._handed: list[tuple[int, int, pa.Table]] = []  # journaled, not yet published
         self.lost_rows = 0  # rows dropped by a batch that could not be converted
-        self._pending: list[pa.Table] = []
-        self._pending_rows = 0
-        self._pending_bytes = 0
         self._stopping = False
         self._journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self.journal_end = os.fstat(self._journal_fd).st_size
         self.published_end = self.journal_end
+        self._unsynced = False
         self._next_flush = time.monotonic() + flush_interval
         self._cycle_lock = threading.Lock()
+        self.ring.room[0] = min(ring.nslots, max_rows)
         self.thread = threading.Thread(target=self._run, name=f"test_tube-writer[{label}]", daemon=True)
 
     def start(self) -> None:
+        for sink in self.sinks:
+            if hasattr(sink, "between"):
+                sink.between = self.relieve
+            if hasattr(sink, "urgent"):
+                sink.urgent = self.waited_on
         self.thread.start()
 
     # -- calling-thread side -------------------------------------------------
 
     def flush(self, timeout: float | None, *, final: bool = False) -> Barrier:
-        """Queue a barrier behind every row submitted so far and wait for it.
+        """Ask for a flush covering every row submitted so far and wait for it.
 
         Returns the barrier; ``barrier.done`` is unset if ``timeout`` ran out.
         """
-        barrier = Barrier(final)
+        barrier = Barrier(self.steps.peek(), final)
         with self._barrier_lock:
-            self.barriers_pending += 1
-        self.queue.append(barrier)
+            self._barriers.append(barrier)
         if final:
             self._stopping = True
         self.wake.set()
@@ -149,12 +164,28 @@ class Writer:
         while not barrier.done.wait(0.05):
             if not self.thread.is_alive():
                 # No writer (it died, or we are past its lifetime at exit):
-                # drain on the calling thread instead of waiting forever.
+                # take the rows on the calling thread instead of waiting forever.
                 self.cycle(final=final)
-                break
+                if barrier.done.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                    break
+                continue
             if deadline is not None and time.monotonic() >= deadline:
                 break
         return barrier
+
+    def wait_room(self, seq: int, check: Callable[[], None]) -> None:
+        """Block until the slot of ``seq`` is free (the ring is full); ``check`` raises to give up."""
+        room = self.ring.room
+        while seq >= room[0]:
+            check()  # raises the writer's error, if any
+            self.pressed = True
+            self.drained.clear()
+            self.wake.set()
+            if not self.thread.is_alive():
+                self.cycle()
+            if seq < room[0]:
+                return
+            self.drained.wait(0.05)
 
     def take_error(self) -> BaseException | None:
         error, self.error = self.error, None
@@ -168,50 +199,60 @@ class Writer:
             asked = self.wake.wait(DRAIN_INTERVAL)
             if asked:
                 # Only a wake-up is consumed: one set after a timed-out wait
-                # stays set and makes the next look a drain.
+                # stays set and makes the next look a take.
                 self.wake.clear()
             self.cycle(asked=asked)
-            if self._stopping and not self.queue and not self.barriers_pending:
+            if self._stopping and not self._barriers:
                 return
 
-    def cycle(self, *, final: bool = False, asked: bool = True) -> None:
-        """One round of drain, maybe flush; safe to call from any thread.
-
-        ``asked``: someone is waiting (``save()``, a full queue), so drain
-        now; a periodic look drains only when enough rows wait or a flush is due.
-        """
+    def cycle(self, *, final: bool = False, asked: bool = True) -> None:  # noqa: ARG002
+        """One round of take, maybe flush; safe to call from any thread."""
         with self._cycle_lock:
             try:
                 self._cycle(final, asked)
             except BaseException as exc:  # the writer must outlive any one failure
                 self._fail(exc)
 
+    def queued_rows(self) -> int:
+        """Rows submitted but not yet journaled."""
+        return self.steps.peek() - self.cursor
+
+    def queued_bytes(self) -> int:
+        return self.ring.var_pos - self.var_pos
+
     def _cycle(self, final: bool, asked: bool) -> None:
         now = time.monotonic()
         tick = now >= self._next_flush
-        barriers: list[Barrier] = []
-        wanted = (asked or tick or final or self.barriers_pending or self.queued_rows() >= DRAIN_ROWS
-                  or self._queued_bytes() >= self.drain_bytes)
-        if wanted and (self._pending_bytes < self.max_pending_bytes or self.barriers_pending):
-            barriers = self._drain()
-        final = final or any(b.final for b in barriers)
-        # A flush makes everything durable and published; in between, full
-        # batches are journaled (and appended to the CSV with autosave) so the
-        # work is spread over the run instead of piling up at the next flush.
-        flush = bool(barriers) or final or tick
-        full = self._pending_rows >= BATCH_ROWS or self._pending_bytes >= BATCH_BYTES
+        with self._barrier_lock:
+            barriers = list(self._barriers)
+        hi = self.steps.peek()
+        backlog = hi - self.cursor
+        wanted = (asked or tick or final or barriers or backlog >= DRAIN_ROWS
+                  or self.queued_bytes() >= self.drain_bytes)
         failure: BaseException | None = None
-        if flush or full:
+        took = False
+        if wanted and backlog:
             try:
-                self._write_journal(sync=flush)
-                if barriers or final or self.autosave:
-                    if flush:
+                took = self._take(hi)
+            except BaseException as exc:
+                failure = exc
+                self._fail(exc)
+        self.drained.set()
+        due = [b for b in barriers if b.target <= self.cursor]
+        final = any(b.final for b in due)
+        flush = bool(due) or tick
+        if flush or (took and self.autosave):
+            try:
+                if flush:
+                    self._sync()
+                if due or final or self.autosave:
+                    if flush and (due or final):
                         self.media.wait_idle()
-                    self._publish(final=final, flush=flush, wait=bool(barriers))
+                    self._publish(final=final, flush=flush, wait=bool(due))
                 if flush:
                     self._on_publish()
             except BaseException as exc:
-                failure = exc
+                failure = failure or exc
                 self._fail(exc)
         if tick:
             self._next_flush = now + self.flush_interval
@@ -219,55 +260,141 @@ class Writer:
         if media_error is not None:
             self._fail(media_error)
             failure = failure or media_error
-        for barrier in barriers:
-            barrier.error = failure
-            barrier.done.set()
-
-    def _drain(self) -> list[Barrier]:
-        queue = self.queue
-        # The main queue first: every row logged before a barrier is then
-        # already in its queue, fast or slow, when the fast queues are taken.
-        items = [queue.popleft() for _ in range(len(queue))]
-        barriers: list[Barrier] = []
-        if self.barriers_pending:
-            rows = []
-            for item in items:
-                if type(item) is Barrier:
-                    barriers.append(item)
-                else:
-                    rows.append(item)
+        if failure is not None:
+            # Whoever waits hears of it now, instead of waiting for rows that cannot be written yet.
+            due = barriers
+        if due:
             with self._barrier_lock:
-                self.barriers_pending -= len(barriers)
-            items = rows
-        packed = list(self.fast.drain())
-        self.drained.set()
-        if items or packed:
-            try:
-                table = self._convert(items, packed)
-            except BaseException as exc:
-                # These rows are gone: counted, so close() and the exit warning can say so.
-                self.lost_rows += len(items) + sum(len(data) // shape.packer.size for shape, data in packed)
-                # Whoever waits on these barriers hears of it now, instead of waiting forever.
-                for barrier in barriers:
-                    barrier.error = exc
-                    barrier.done.set()
-                raise
-            self._pending.append(table)
-            self._pending_rows += table.num_rows
-            self._pending_bytes += table.nbytes
-            self._on_drain(_text_length(table))
-        return barriers
+                for barrier in due:
+                    if barrier in self._barriers:
+                        self._barriers.remove(barrier)
+            for barrier in due:
+                barrier.error = failure
+                barrier.done.set()
 
-    def _convert(self, rows: list[dict[Any, Any]], packed: list[tuple[PackedShape, bytes]]) -> pa.Table:
-        """Turn drained rows into one table in logging order (every row came with its step)."""
+    def _take(self, hi: int) -> bool:
+        """Journal the run of whole slots from the cursor (up to ``hi``); True if rows were taken.
+
+        While a caller waits for room the take is capped, so the first slots
+        are freed after a short step instead of a whole backlog's.
+        """
+        ring = self.ring
+        n = ring.whole_run(self.cursor, hi)
+        if not n:
+            return False
+        if self.pressed:
+            n = min(n, PRESSED_TAKE)
+        deferred_taken: list[Any] = []
+        cursor = self.cursor + n
+        try:
+            parts: list[pa.Table] = []
+            var_pos = self.var_pos
+            for records in ring.take(self.cursor, n):
+                kinds = records.view(_ring.SLOT_DTYPE)["kind"]
+                more, var_pos = self._convert(records, kinds, deferred_taken, var_pos)
+                parts += more
+            table = _in_logging_order(parts).remove_column(0) if parts else None
+        except BaseException:
+            # A batch that cannot be converted would fail the same way every time:
+            # its rows are dropped and counted, so close() and the exit warning say so.
+            self.deferred.extendleft(reversed(deferred_taken))
+            self._drop(n, cursor)
+            raise
+        try:
+            if table is not None and table.num_rows:
+                self._journal(table, cursor, var_pos)
+            else:
+                ring.write_state(_ring.State(0, cursor, var_pos, self.journal_end))
+        except BaseException:
+            # Not journaled: the rows stay in the ring (and the deferred ones in their deque).
+            self.deferred.extendleft(reversed(deferred_taken))
+            raise
+        self.cursor = cursor
+        self.var_pos = var_pos
+        ring.free(cursor, var_pos)
+        ring.room[0] = self.cursor + min(ring.nslots, self.max_rows)
+        if self.late_skips:
+            for seq in list(self.late_skips):
+                if seq < ring.room[0]:
+                    self.late_skips.remove(seq)
+                    ring.skip(seq)
+        self.pressed = False
+        self.drained.set()  # whoever waits for room goes on now, while the rows are published
+        return True
+
+    def _drop(self, n: int, cursor: int) -> None:
+        ring = self.ring
+        var_pos = self.var_pos
+        rows = 0
+        for records in ring.take(self.cursor, n):
+            kinds = records.view(_ring.SLOT_DTYPE)["kind"]
+            rows += int((kinds != _ring.SKIP).sum())
+            for _ in range(int((kinds == _ring.SLOW).sum())):
+                _, var_pos = ring.read_var(var_pos)
+            for _ in range(int((kinds == _ring.DEFERRED).sum())):
+                self.deferred.popleft()
+        ring.write_state(_ring.State(0, cursor, var_pos, self.journal_end))
+        self.lost_rows += rows
+        self.cursor, self.var_pos = cursor, var_pos
+        ring.free(cursor, var_pos)
+        ring.room[0] = cursor + min(ring.nslots, self.max_rows)
+        self.drained.set()
+
+    def waited_on(self) -> bool:
+        """Whether a caller waits for room in the ring now."""
+        return self.pressed
+
+    def urgent(self) -> bool:
+        """Whether the ring is filling up: a caller waits for room, or half of it is taken."""
+        return self.pressed or self.steps.peek() - self.cursor >= min(self.ring.nslots, self.max_rows) // 2
+
+    def relieve(self) -> None:
+        """Between two steps of publishing: free slots first if the ring is filling up.
+
+        Not while a ring's worth of journaled rows already waits to be published:
+        when publishing is what cannot keep up, the loop waits for it, so the rows
+        held in memory (and the work left for ``close()``) stay bounded.
+        """
+        if self.urgent() and sum(t.num_rows for _, _, t in self._handed) < min(self.ring.nslots, self.max_rows):
+            try:
+                self._take(self.steps.peek())
+            except BaseException as exc:
+                self._fail(exc)
+
+    def _convert(self, records: np.ndarray, kinds: np.ndarray, deferred_taken: list[Any],
+                 var_pos: int) -> tuple[list[pa.Table], int]:
+        """The rows of a run of slots as tables whose first column is the sequence number."""
         schema = pa.schema([_SEQ_FIELD, *self.schema()])
-        parts = [conform(self._from_packed(shape, data), schema) for shape, data in packed]
+        shapes = self.fast.shapes
+        first = int(kinds[0])
+        if first >= 1 and (kinds == first).all():  # the usual run: one layout
+            return [conform(self._from_packed(shapes[first - 1], records), schema)], var_pos
+        parts: list[pa.Table] = []
+        counts = np.bincount(kinds + 3)
+        rows: list[dict[Any, Any]] = []
+        for code in np.flatnonzero(counts):
+            kind = int(code) - 3
+            if kind >= 1:
+                parts.append(conform(self._from_packed(shapes[kind - 1], records[kinds == kind]), schema))
+            elif kind == _ring.SLOW:
+                for _ in range(int(counts[code])):
+                    (seq, step, time_ns, names, values), var_pos = self.ring.read_var(var_pos)
+                    row = dict(zip(names, values))
+                    row[STEP] = step
+                    row[TIME] = time_ns
+                    row[SEQ] = seq
+                    rows.append(row)
+            elif kind == _ring.DEFERRED:
+                for _ in range(int(counts[code])):
+                    row = self.deferred.popleft()
+                    deferred_taken.append(row)
+                    rows.append(row)
         if rows:
             parts.append(conform(self._from_dicts(rows), schema))
-        return _in_logging_order(parts).remove_column(0)
+        return parts, var_pos
 
-    def _from_packed(self, shape: PackedShape, data: bytes) -> pa.Table:
-        seq, steps, times, values = shape.arrays(data)
+    def _from_packed(self, shape: PackedShape, records: np.ndarray) -> pa.Table:
+        seq, steps, times, values = shape.arrays(records)
         arrays = [pa.array(seq), pa.array(steps), _timestamps(times), *values]
         return pa.Table.from_arrays(arrays, names=["seq", "step", "created_at", *shape.names])
 
@@ -307,39 +434,68 @@ class Writer:
                                       f"({type(exc).__name__}: {exc}); stored as null"))
         return row
 
-    def _write_journal(self, *, sync: bool) -> None:
-        if self._pending:
-            pieces = _journal.encode(concat(self._pending))
-            try:
-                _writev_all(self._journal_fd, pieces)
-            except BaseException:
-                # Cut a torn frame off again, so later frames stay reachable.
-                os.ftruncate(self._journal_fd, self.journal_end)
-                raise
-            self.journal_end += sum(memoryview(p).nbytes for p in pieces)
-            self._pending.clear()
-            self._pending_rows = 0
-            self._pending_bytes = 0
-        if sync:
+    def _journal(self, table: pa.Table, cursor: int, var_pos: int) -> None:
+        """Append one frame, recording in the ring before and after, so recovery never repeats a row."""
+        pieces = _journal.encode(table)
+        ring = self.ring
+        ring.write_state(_ring.State(0, self.cursor, self.var_pos, self.journal_end,
+                                     cursor, var_pos, self.journal_end))
+        try:
+            _writev_all(self._journal_fd, pieces)
+        except BaseException:
+            # Cut a torn frame off again, so later frames stay reachable.
+            os.ftruncate(self._journal_fd, self.journal_end)
+            ring.write_state(_ring.State(0, self.cursor, self.var_pos, self.journal_end))
+            raise
+        start = self.journal_end
+        self.journal_end += sum(memoryview(p).nbytes for p in pieces)
+        if self.autosave:
+            self._handed.append((start, self.journal_end, table))
+        ring.write_state(_ring.State(0, cursor, var_pos, self.journal_end))
+        self._unsynced = True
+
+    def _sync(self) -> None:
+        if self._unsynced:
             os.fsync(self._journal_fd)
-            if os.fstat(self._journal_fd).st_nlink == 0:
-                raise FileNotFoundError(f"the journal {self.journal_path} was deleted while the run was writing it")
+            self._unsynced = False
+        if os.fstat(self._journal_fd).st_nlink == 0:
+            raise FileNotFoundError(f"the journal {self.journal_path} was deleted while the run was writing it")
 
     def _publish(self, *, final: bool, flush: bool, wait: bool) -> None:
-        """Hand the journaled rows not yet published to the sinks."""
-        tables, end = _journal.read_frames(self.journal_path, self.published_end)
-        self.published_end = end
+        """Hand the journaled rows not yet published to the sinks.
+
+        The tables journaled since the last publish are handed as they are when
+        they are exactly the frames since then; otherwise the frames are read back.
+        """
         errors: list[BaseException] = []
-        new = concat(tables) if tables else None
+        while True:
+            handed = self._handed
+            if self.published_end == self.journal_end:
+                self._handed = []
+                break
+            if handed and handed[0][0] == self.published_end:
+                start, end, new = handed.pop(0)
+            else:
+                self._handed = []
+                tables, end = _journal.read_frames(self.journal_path, self.published_end)
+                new = concat(tables) if tables else None
+            self.published_end = end
+            if new is None:
+                break
+            for sink in self.sinks:
+                try:
+                    sink.write(new)
+                except BaseException as exc:  # one failing sink must not stop the others
+                    errors.append(exc)
+            if errors:
+                break
         for sink in self.sinks:
             try:
-                if new is not None:
-                    sink.write(new)
                 if final:
                     sink.close()
                 elif flush:
                     sink.flush(wait)
-            except BaseException as exc:  # one failing sink must not stop the others
+            except BaseException as exc:
                 errors.append(exc)
         if errors:
             raise errors[0]
@@ -359,29 +515,25 @@ class Writer:
             self.error = exc
         self._on_error()
 
-    def queued_rows(self) -> int:
-        """Rows waiting in the queues (a barrier counts too; it always comes with a wake-up)."""
-        return len(self.queue) + self.fast.queued()
-
     def pending_rows(self) -> int:
         """Rows submitted but not yet in the journal (for the exit warning)."""
-        journal_rows: int = sum(t.num_rows for t in self._pending)
-        return journal_rows + self.fast.queued() + sum(1 for i in list(self.queue) if type(i) is not Barrier)
+        return self.queued_rows()
 
-    def close_files(self) -> None:
+    def close_files(self, *, remove_ring: bool) -> None:
         os.close(self._journal_fd)
+        self.ring.close(remove=remove_ring)
 
     def after_fork_in_child(self) -> None:
-        """The child owns none of this writer's state; forget it without locking."""
-        self.queue.clear()
-        self.fast.clear()
-        self._pending = []
+        """The child owns none of this writer's state; forget it without locking (and never touch the ring)."""
+        self.deferred.clear()
+        self._barriers = []
         self._cycle_lock = threading.Lock()
         self._barrier_lock = threading.Lock()
-        try:
-            os.close(self._journal_fd)
-        except OSError:
-            pass
+        for fd in (self._journal_fd, self.ring.fd):
+            try:
+                os.close(fd)  # the ring's flock stays the parent's: readers see when the parent dies
+            except OSError:
+                pass
 
 
 _STEP = operator.itemgetter(STEP)
@@ -396,6 +548,8 @@ def _in_logging_order(parts: list[pa.Table]) -> pa.Table:
     interleave are only put in order of their first row; rows that do (two key
     sets alternating, several threads) are sorted.
     """
+    if len(parts) == 1:
+        return parts[0]
     seqs = [part.column(0).to_numpy() for part in parts]
     order = sorted(range(len(parts)), key=lambda i: int(seqs[i][0]))
     in_order = all((s[1:] > s[:-1]).all() for s in seqs) and all(
@@ -417,22 +571,17 @@ def _column(values: list[Any], typ: pa.DataType) -> pa.Array:
     try:
         return pa.array(values, typ)
     except (pa.ArrowInvalid, OverflowError):
-        if typ != FLOAT:
+        if typ != pa.float64():
             raise
         return pa.array([None if v is None else float(v) for v in values], typ)
 
 
 def _timestamps(times: Sequence[int] | np.ndarray) -> pa.Array:
+    if isinstance(times, np.ndarray):
+        # ns to µs in numpy (the GIL stays with us), one Arrow array viewing the result
+        return pa.array(times // 1000, pa.timestamp("us", tz="UTC"))
     ns = pa.array(times, pa.timestamp("ns", tz="UTC"))
     return ns.cast(pa.timestamp("us", tz="UTC"), safe=False)
-
-
-def _text_length(table: pa.Table) -> int:
-    total = 0
-    for column in table.columns:
-        if pa.types.is_large_string(column.type) or pa.types.is_string(column.type):
-            total += pc.sum(pc.utf8_length(column)).as_py() or 0
-    return total
 
 
 def _writev_all(fd: int, pieces: list[bytes | pa.Buffer]) -> None:
