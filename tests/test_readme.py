@@ -111,7 +111,7 @@ COVERED = {
         "tests/test_hpc_slurm.py::test_readme_example_runs_on_the_cluster",
     ("## SLURM cluster search", "import json"): "test_slurm_blocks",
     ("## Getting back to the code of any run", "import test_tube"): "test_checkout_snapshot",
-    ("## Development",
+    ("# test_tube",
      "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest -q"):
         "test_the_test_command_is_what_ci_runs",
 }
@@ -476,7 +476,7 @@ def test_checkout_snapshot(tmp_path: Path) -> None:
 
 def test_the_test_command_is_what_ci_runs() -> None:
     """The README's test command is .ci/run's last line, so CI runs exactly it."""
-    command = block("## Development", "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && "
+    command = block("# test_tube", "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && "
                                       ".venv/bin/python -m pytest -q").first
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
     assert ci[-1] == command
