@@ -206,12 +206,7 @@ class App:
         found = self._run(query)
         log_dir = found.log_dir
         metric = _param(query, "metric")
-        x = _param(query, "x", "step")
-        if x not in ("step", "time"):
-            raise HttpError(HTTPStatus.BAD_REQUEST, f"x must be step or time, got {x!r}")
-        buckets = _int_param(query, "buckets", DEFAULT_BUCKETS, 1, MAX_BUCKETS)
-        x_min = _float_param(query, "x_min")
-        x_max = _float_param(query, "x_max")
+        x, buckets, x_min, x_max = _view_params(query)
         try:
             key = (log_dir, metric, x, _signature(log_dir))
             xs, ys, nonfinite = self._series.get(key, lambda: self._points(_run_id(found), log_dir, metric, x))
@@ -241,12 +236,7 @@ class App:
         if len(ids) * len(metrics) > MAX_SERIES:
             raise HttpError(HTTPStatus.BAD_REQUEST, f"at most {MAX_SERIES} series a request, "
                                                     f"asked for {len(ids)} runs x {len(metrics)} metrics")
-        x = _param(query, "x", "step")
-        if x not in ("step", "time"):
-            raise HttpError(HTTPStatus.BAD_REQUEST, f"x must be step or time, got {x!r}")
-        buckets = _int_param(query, "buckets", DEFAULT_BUCKETS, 1, MAX_BUCKETS)
-        x_min = _float_param(query, "x_min")
-        x_max = _float_param(query, "x_max")
+        x, buckets, x_min, x_max = _view_params(query)
         by_id = {_run_id(found): found for found in self._found()}
         wanted = list(dict.fromkeys(metrics))
 
@@ -599,6 +589,15 @@ def _param(query: Mapping[str, list[str]], key: str, default: str | None = None)
         return default
     return values[-1]
 
+
+
+def _view_params(query: Mapping[str, list[str]]) -> tuple[str, int, float | None, float | None]:
+    """The chart view a series request asks for: x (step or time), buckets, and the x window."""
+    x = _param(query, "x", "step")
+    if x not in ("step", "time"):
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"x must be step or time, got {x!r}")
+    buckets = _int_param(query, "buckets", DEFAULT_BUCKETS, 1, MAX_BUCKETS)
+    return x, buckets, _float_param(query, "x_min"), _float_param(query, "x_max")
 
 def _int_param(query: Mapping[str, list[str]], key: str, default: int, low: int, high: int) -> int:
     text = _param(query, key, str(default))
