@@ -2,7 +2,7 @@
 
 Two measurements, medians printed next to the target:
 
-1. The min/max envelope alone (``test_tube._downsample.envelope``) on a
+1. The min/max envelope alone (``test_tube._store._downsample.envelope``) on a
    synthetic 10^7-point line (a random walk with one spike) into 1,000
    buckets, against a floor measured in the same run: one ``min()`` and one
    ``max()`` over the same array, the least any exact envelope must do.
@@ -43,9 +43,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from test_tube import _journal, _layout
-from test_tube._downsample import envelope
-from test_tube._serve import Server
+from test_tube._store import _journal, _layout
+from test_tube._store._downsample import envelope
+from test_tube._app._serve import Server
 
 TARGET_S = 1.0
 FRAME_ROWS = 100_000

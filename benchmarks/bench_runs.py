@@ -33,8 +33,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from test_tube import _journal, _layout, read
-from test_tube._runs import runs
+from test_tube._store import _journal, _layout
+
+from test_tube import read
+from test_tube._store._runs import runs
 
 FRAME_ROWS = 500
 

@@ -46,8 +46,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import test_tube
-from test_tube import _journal, _layout
-from test_tube._serve import Server
+from test_tube._store import _journal, _layout
+from test_tube._app._serve import Server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

@@ -4,7 +4,7 @@ Two measurements, each with its baseline in the same process run, repeated in
 alternation; medians and ratios are printed.
 
 1. ``encode``: framed event records for R rows of 5 scalars, by
-   * ``numpy``: ours (``test_tube._tfevents.scalar_records``: one layout per
+   * ``numpy``: ours (``test_tube._engine._tfevents.scalar_records``: one layout per
      group of rows, CRC32C as the layout's CRC XOR a table look-up per varying byte);
    * ``numpy+crc32c``: our byte layout, but each record's CRC from the ``crc32c`` package;
    * ``tensorboard-pb``: TensorBoard's own ``Event`` protobuf per row, framed with ``crc32c``;
@@ -38,7 +38,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 import test_tube  # noqa: E402
-from test_tube import _tfevents  # noqa: E402
+from test_tube._engine import _tfevents  # noqa: E402
 
 TAGS = ["loss", "acc", "lr", "grad_norm", "throughput"]
 

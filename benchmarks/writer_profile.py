@@ -29,7 +29,8 @@ from collections.abc import Callable
 from typing import Any
 
 import test_tube
-from test_tube import _journal, _ring, _sinks, _writer
+from test_tube._store import _journal
+from test_tube._engine import _ring, _sinks, _writer
 
 STAGES: list[tuple[Any, str, str]] = [
     (_ring.Ring, "whole_run", "take: find the run of whole slots"),

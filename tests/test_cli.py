@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 import os
@@ -17,10 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from test_tube import _plot, _table
+from test_tube._app import _plot, _table
 from test_runs import build_per_rank, build_save_dir, snapshot
 
-CLI = [sys.executable, "-m", "test_tube._cli"]
+CLI = [sys.executable, "-m", "test_tube._app._cli"]
 TIMEOUT = 120
 
 
@@ -258,7 +259,7 @@ def test_plot_unknown_metric_and_wrong_path_are_one_line(save_dir: Path, tmp_pat
 
 def test_plot_without_matplotlib_says_how_to_install_it(save_dir: Path, tmp_path: Path) -> None:
     """With matplotlib unimportable: exit 1 and one line naming the plot extra."""
-    code = ("import sys; sys.modules['matplotlib'] = None; from test_tube._cli import main; "
+    code = ("import sys; sys.modules['matplotlib'] = None; from test_tube._app._cli import main; "
             "sys.exit(main(sys.argv[1:]))")
     proc = subprocess.run([sys.executable, "-c", code, "plot", str(save_dir), "--metric", "loss",
                            "-o", str(tmp_path / "x.png")], capture_output=True, text=True, timeout=TIMEOUT)
@@ -371,8 +372,8 @@ def test_tail_wrong_path_is_one_line(tmp_path: Path) -> None:
 
 
 def test_cli_runs_with_the_module_entry_point() -> None:
-    """`python -m test_tube._cli` works without the console script (a fresh install)."""
-    assert os.path.exists(Path(__import__("test_tube._cli").__file__).parent / "_cli.py")
+    """`python -m test_tube._app._cli` works without the console script (a fresh install)."""
+    assert Path(importlib.import_module("test_tube._app._cli").__file__ or "").name == "_cli.py"
     assert "ls" in tt("--help").stdout
 
 

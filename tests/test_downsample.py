@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_tube._downsample import PER_BUCKET, envelope
+from test_tube._store._downsample import PER_BUCKET, envelope
 
 
 def test_a_single_spike_in_a_million_points_survives() -> None:
@@ -76,7 +76,7 @@ def test_bad_arguments() -> None:
 
 def test_window_keeps_the_range_and_one_neighbour_each_side() -> None:
     """A zoomed chart gets the points in its x range and the nearest one outside on each side."""
-    from test_tube._downsample import window
+    from test_tube._store._downsample import window
 
     x = np.arange(10.0)
     xs, ys = window(x, x * 2, 3.5, 6.0)

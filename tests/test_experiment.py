@@ -514,7 +514,7 @@ def test_rows_do_not_pile_up_in_the_queue_between_flushes(tmp_path: Path, what: 
     long run of Python objects for the garbage collector to walk, and
     ``log()`` does not block on the byte bound while the writer idles.
     """
-    from test_tube._writer import BATCH_BYTES, DRAIN_ROWS
+    from test_tube._engine._writer import BATCH_BYTES, DRAIN_ROWS
 
     exp = Experiment(name="pile", save_dir=tmp_path, flush_interval=3600)
     if what == "rows":

@@ -23,8 +23,8 @@ import test_tube
 from faultlib import count
 from test_serve import Running, get, get_json, q
 from test_tube import DamagedRunError, DamagedRunWarning
-from test_tube import _journal
-from test_tube._cli import main
+from test_tube._store import _journal
+from test_tube._app._cli import main
 
 FRAMES, PER_FRAME = 10, 100
 

@@ -354,7 +354,7 @@ def test_an_int_beyond_2_53_then_a_float_in_a_later_frame_reads_everywhere(tmp_p
     import polars as pl
 
     from test_serve import Running, get_json, q
-    from test_tube._cli import main
+    from test_tube._app._cli import main
 
     exp = _open(tmp_path)
     exp.log({"x": 2**53 + 1})

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import test_tube
 from faultlib import Victim, check_images, check_prefix, check_readers, count, row, script
-from test_tube import _journal
+from test_tube._store import _journal
 
 KILL_VICTIM = """
 root, seed, images = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"

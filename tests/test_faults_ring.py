@@ -21,7 +21,7 @@ import numpy as np
 
 import test_tube
 from faultlib import Victim, count, run, same, script
-from test_tube import _ring
+from test_tube._engine import _ring
 
 ROWS = '''
 def trow(t, j):
@@ -216,7 +216,7 @@ def test_a_ring_with_a_torn_and_a_stale_record_is_recovered_up_to_its_whole_reco
     log_dir = tmp_path / "run"
     log_dir.mkdir()
     ring = _ring.Ring(str(log_dir / _ring.FILE), 16, 1 << 20)
-    from test_tube._fastpath import PackedShape
+    from test_tube._engine._fastpath import PackedShape
 
     shape = PackedShape(1, ("x", "n"), "dq")
     assert ring.put_shape(_ring.shape_payload(1, shape.names, shape.codes))
@@ -273,7 +273,7 @@ def test_after_a_kill_runs_and_the_command_line_see_every_row(tmp_path: Path) ->
     assert check_threads(test_tube.read(log_dir), [n, 0]) == [n, 0]
     table = test_tube.runs(tmp_path)
     assert table.column("rows").to_pylist() == [n] and table.column("status").to_pylist() == ["crashed"]
-    cli = [sys.executable, "-c", "import sys; from test_tube._cli import main; sys.exit(main())"]
+    cli = [sys.executable, "-c", "import sys; from test_tube._app._cli import main; sys.exit(main())"]
     tail = subprocess.run([*cli, "tail", str(log_dir), "--rows", "2"], capture_output=True, text=True, timeout=60)
     last_j = f"{n - 1}"
     assert last_j in tail.stdout.splitlines()[-1], tail.stdout + tail.stderr

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from test_tube import HyperOptArgumentParser, TestTubeError
-from test_tube._slurm_script import TRIAL_ENV, ScriptSpec, TrialRecord, decode_trial, encode_trial, render
+from test_tube._hyperopt._slurm_script import TRIAL_ENV, ScriptSpec, TrialRecord, decode_trial, encode_trial, render
 from test_tube.argparse_hopt import HyperOptNamespace
 from test_tube.hpc import SlurmCluster, SlurmError, SlurmJob
 

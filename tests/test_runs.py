@@ -1,4 +1,4 @@
-"""test_tube._runs: the runs table over real runs (finished, failed, crashed, resumed, legacy)."""
+"""test_tube._store._runs: the runs table over real runs (finished, failed, crashed, resumed, legacy)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import test_tube
-from test_tube import _journal, _layout, _runs
-from test_tube._runs import run_status, runs
+from test_tube._store import _journal, _layout, _runs
+from test_tube._store._runs import run_status, runs
 
 CRASH_SCRIPT = textwrap.dedent("""
     import os, sys

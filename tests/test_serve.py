@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import test_tube
-from test_tube._serve import Server
+from test_tube._app._serve import Server
 from test_runs import build_per_rank
 
 TIMEOUT = 30
@@ -381,7 +381,7 @@ def test_a_growing_run_adds_columns_and_a_remade_run_is_read_afresh(tmp_path: Pa
 # -- the command ------------------------------------------------------------------------------------
 
 
-CLI = [sys.executable, "-m", "test_tube._cli"]
+CLI = [sys.executable, "-m", "test_tube._app._cli"]
 
 
 def test_serve_a_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import test_tube
-from test_tube import _tfevents
+from test_tube._engine import _tfevents
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402

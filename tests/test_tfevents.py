@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from test_tube import _tfevents
+from test_tube._engine import _tfevents
 
 pytest.importorskip("tensorboard")
 from tensorboard.compat.proto import event_pb2  # noqa: E402

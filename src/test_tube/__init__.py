@@ -20,9 +20,9 @@ from ._errors import (
 )
 from ._experiment import Experiment
 from ._git import checkout_snapshot
-from ._hyperopt_pool import TrialError
-from ._read import read
-from ._runs import runs
+from ._hyperopt._hyperopt_pool import TrialError
+from ._store._read import read
+from ._store._runs import runs
 from .argparse_hopt import HyperOptArgumentParser
 from .hpc import SlurmCluster
 

@@ -16,13 +16,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from . import _exit, _git, _journal, _layout, _options, _rank, _ring
+from ._engine import _exit, _options, _rank, _ring
+
+from . import _git
+
+from ._store import _journal, _layout
 from ._errors import ExperimentClosedError, LogTypeError, LogValueError
-from ._fastpath import FastPath, Steps, shape_of
-from ._media import MediaEncoder
-from ._options import Options
-from ._run_folder import Recovered, RunFolder
-from ._rows import (
+from ._engine._fastpath import FastPath, Steps, shape_of
+from ._engine._media import MediaEncoder
+from ._engine._options import Options
+from ._engine._run_folder import Recovered, RunFolder
+from ._engine._rows import (
     INT64_MAX,
     INT64_MIN,
     SEQ,
@@ -39,11 +43,11 @@ from ._rows import (
     normalise_image,
     widen,
 )
-from ._sinks import CsvSink, ParquetSink, Sink
+from ._engine._sinks import CsvSink, ParquetSink, Sink
 from ._summary_writer import SummaryWriterMethods
-from ._tensorboard import TF_DIR, TensorBoardSink
-from ._schema import BASE_SCHEMA, concat
-from ._writer import BATCH_BYTES, Writer, writer_error
+from ._engine._tensorboard import TF_DIR, TensorBoardSink
+from ._store._schema import BASE_SCHEMA, concat
+from ._engine._writer import BATCH_BYTES, Writer, writer_error
 
 
 _time_ns = time.time_ns
@@ -737,7 +741,7 @@ def _warm_up() -> None:
 
     import pyarrow.parquet as pq
 
-    from ._sinks import format_rows
+    from ._engine._sinks import format_rows
 
     table = pa.table({"f": pa.array([1.0]), "b": pa.array([True]), "s": pa.array(["a,b"], STR)})
     table = concat([BASE_SCHEMA.empty_table(), table])

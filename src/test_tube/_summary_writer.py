@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._errors import LogTypeError, LogValueError, TestTubeError
-from ._tensorboard import TF_DIR
+from ._engine._tensorboard import TF_DIR
 
 if TYPE_CHECKING:
     from ._experiment import Experiment
@@ -225,7 +225,7 @@ class SummaryWriterMethods:
             return []
         if not self.closed:
             self.save()
-        from ._read import read
+        from ._store._read import read
 
         rows = read(self.log_dir).to_pylist()
         out = []

@@ -27,8 +27,8 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn, TypeVar, overload
 
-from ._hyperopt_pool import TrialError, run_trials
-from ._hyperopt_space import OptList, OptRange, SearchSpace, Tunable
+from ._hyperopt._hyperopt_pool import TrialError, run_trials
+from ._hyperopt._hyperopt_space import OptList, OptRange, SearchSpace, Tunable
 from .hyper_opt_utils import strategies
 
 __all__ = ["HyperOptArgumentParser", "HyperOptNamespace", "TrialError"]

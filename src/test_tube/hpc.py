@@ -41,9 +41,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import _slurm_script
+from ._hyperopt import _slurm_script
 from ._errors import TestTubeError
-from ._slurm_script import TRIAL_ENV, ScriptSpec, TrialRecord
+from ._hyperopt._slurm_script import TRIAL_ENV, ScriptSpec, TrialRecord
 from .argparse_hopt import HyperOptNamespace
 
 __all__ = ["SlurmCluster", "SlurmError", "SlurmJob"]

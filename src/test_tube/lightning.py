@@ -31,7 +31,7 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers.logger import Logger
 
-from . import _layout
+from ._store import _layout
 from ._experiment import Experiment
 
 __all__ = ["TestTubeLogger"]

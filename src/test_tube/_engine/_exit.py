@@ -24,7 +24,7 @@ import warnings
 from types import FrameType
 from typing import Any, Protocol
 
-from ._errors import FinalFlushWarning
+from .._errors import FinalFlushWarning
 
 
 class _Closable(Protocol):

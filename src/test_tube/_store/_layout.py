@@ -27,7 +27,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from ._errors import DamagedRunError, VersionInUseError
+from .._errors import DamagedRunError, VersionInUseError
 
 META = "meta.experiment"
 TAGS = "meta_tags.csv"
@@ -36,9 +36,26 @@ PARQUET = "metrics.parquet"
 JOURNAL = "_journal.arrows"
 MEDIA = "media"
 LOCK = ".lock"
+#: On object storage (no append): the journal as immutable segments, and version claims.
+JOURNAL_SEGMENTS = "_journal"
+CLAIMS = "_claims"
 FORMAT = "test_tube/1"
 
 _VERSION_DIR = re.compile(r"version_(\d+)")
+
+
+def segment_name(offset: int) -> str:
+    """The object name of the journal segment that starts at byte ``offset`` of the local journal."""
+    return f"{offset:016d}.arrows"
+
+
+def segment_offset(name: str) -> int | None:
+    """The start offset a segment's name gives, or None for a name that is not a segment."""
+    m = _SEGMENT.fullmatch(name)
+    return int(m.group(1)) if m else None
+
+
+_SEGMENT = re.compile(r"(\d{16})\.arrows")
 
 
 def experiment_dir(save_dir: str, name: str) -> str:

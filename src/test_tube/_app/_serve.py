@@ -10,7 +10,7 @@ Routes (GET and HEAD only; the server never writes anything):
 * ``/api/run?name=N&version=V[&rank=R]``: one run: ``meta.experiment``, tags,
   its numeric columns, and its images by key and step.
 * ``/api/series?name=N&version=V[&rank=R]&metric=M[&x=step|time][&buckets=W][&x_min=A&x_max=B]``:
-  one metric of one run, reduced by :func:`test_tube._downsample.envelope`
+  one metric of one run, reduced by :func:`test_tube._store._downsample.envelope`
   to at most four points per bucket (a bucket is a pixel column).
 * ``/api/series_many?run=ID&run=ID...&metric=M&metric=M...[&x=...][&buckets=W][&x_min=A&x_max=B]``:
   the same for every metric of every run named by its id (as ``/api/runs`` gives
@@ -64,12 +64,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import _downsample, _journal, _layout, _ring_recovery
+from .._store import _downsample, _journal, _layout, _ring_recovery
 from ._plot import series as _metric_points
-from ._read import read
-from ._rows import image_extension
-from ._runs import FoundRun, Summary, _parquet_complete, find_runs, read_tag_texts, run_status, summarise
-from ._schema import concat
+from .._store._read import read
+from .._engine._rows import image_extension
+from .._store._runs import FoundRun, Summary, _parquet_complete, find_runs, read_tag_texts, run_status, summarise
+from .._store._schema import concat
 
 #: The port ``test-tube serve`` listens on unless told otherwise (TensorBoard's 6006, plus one).
 DEFAULT_PORT = 6007

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import _layout
+from .._store import _layout
 from ._priority import lower_this_thread
 from ._rows import Image
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ._errors import LogTypeError, LogValueError
+from .._errors import LogTypeError, LogValueError
 
 #: Column names test_tube fills in itself; a logged key may not use them.
 RESERVED = ("step", "created_at")

@@ -25,7 +25,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from ._errors import TestTubeError
+from .._errors import TestTubeError
 
 __all__ = ["TrialError", "default_start_method", "run_trials"]
 
@@ -158,7 +158,7 @@ def _final_flush() -> None:
     every inherited ``atexit`` handler in a forked child would, for one, delete
     the parent's temporary directories.
     """
-    from . import _exit
+    from .._engine import _exit
 
     _exit.flush_all()
 

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Union
 
-from .hyper_opt_utils import strategies
+from ..hyper_opt_utils import strategies
 
 # Above this many draws per value wanted, sampling by rejection gets slow, so
 # log-scale ints switch to exact weighted sampling over all candidates.

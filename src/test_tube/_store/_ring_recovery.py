@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from . import _journal, _ring
-from ._fastpath import PackedShape
-from ._rows import STR
+from . import _journal
+
+from .._engine import _ring
+from .._engine._fastpath import PackedShape
+from .._engine._rows import STR
 from ._schema import concat
 
 

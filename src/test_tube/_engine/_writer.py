@@ -39,13 +39,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from . import _journal, _ring
-from ._errors import WriterError
+from .._store import _journal
+
+from . import _ring
+from .._errors import WriterError
 from ._fastpath import FastPath, PackedShape, Steps
 from ._media import MediaEncoder
 from ._priority import lower_this_thread
 from ._rows import SEQ, SHAPE, SHAPES, STEP, TIME
-from ._schema import BASE_SCHEMA, concat, conform
+from .._store._schema import BASE_SCHEMA, concat, conform
 from ._sinks import Sink
 
 #: Bytes of text after which the writer takes rows without waiting for the next look.

@@ -24,7 +24,7 @@ import re
 import sys
 from typing import Any
 
-from ._errors import RankError
+from .._errors import RankError
 
 ENV_VARIABLES = ("RANK", "SLURM_PROCID", "LOCAL_RANK")
 

@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import _layout
-from ._schema import conform
+from .._store import _layout
+from .._store._schema import conform
 
 
 class Source(Protocol):

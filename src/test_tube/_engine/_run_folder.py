@@ -14,8 +14,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _journal, _layout, _recovery, _rendezvous, _ring_recovery
-from ._read import _read_legacy_csv
+from .._store import _journal, _layout, _recovery, _ring_recovery
+
+from . import _rendezvous
+from .._store._read import _read_legacy_csv
 from ._rows import STR, widen
 
 

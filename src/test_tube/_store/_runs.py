@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import _journal, _layout
-from ._errors import DamagedRunError
+from .._errors import DamagedRunError
 from ._read import read
 
 #: Seconds without a heartbeat after which a run whose process cannot be

@@ -28,8 +28,10 @@ import os
 import re
 import time
 
-from . import _layout, _rank
-from ._errors import VersionAgreementError
+from .._store import _layout
+
+from . import _rank
+from .._errors import VersionAgreementError
 
 CLAIMS = ".rank_claims"
 WAIT_SECONDS = 120.0

@@ -49,7 +49,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import _ring
-from ._errors import LogValueError
+from .._errors import LogValueError
 from ._rows import BOOL, FLOAT, INT, INT64_MAX, INT64_MIN, SCALARS
 
 #: How each kind of packed value is stored: struct code, numpy type, column type.

@@ -35,7 +35,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from . import _journal, _layout
-from ._errors import DamagedRunError, DamagedRunWarning
+from .._errors import DamagedRunError, DamagedRunWarning
 from ._schema import concat, conform
 
 _TIME = pa.timestamp("us", tz="UTC")

@@ -26,13 +26,15 @@ from typing import Any, TextIO
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _journal, _layout, _ring_recovery, _runs, _table
-from ._errors import TestTubeError
-from ._experiment import DEFAULT_SAVE_DIR
-from ._read import read
-from ._runs import find_runs, rank_dirs, read_tag_texts, run_identity, run_status, runs
+from .._store import _journal, _layout, _ring_recovery, _runs
+
+from . import _table
+from .._errors import TestTubeError
+from .._experiment import DEFAULT_SAVE_DIR
+from .._store._read import read
+from .._store._runs import find_runs, rank_dirs, read_tag_texts, run_identity, run_status, runs
 from ._serve import DEFAULT_PORT
-from ._schema import concat
+from .._store._schema import concat
 
 PROG = "test-tube"
 _RUN_FILES = (_layout.META, _layout.JOURNAL, _layout.CSV, _layout.PARQUET)
