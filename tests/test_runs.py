@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import test_tube
+from test_tube._store._reader import StoredRun
 from test_tube._store import _journal, _layout, _runs
 from test_tube._store._runs import run_status, runs
 
@@ -226,15 +227,15 @@ def test_empty_save_dir_gives_an_empty_table(tmp_path: Path) -> None:
 def test_finished_runs_are_not_read_row_by_row(save_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Finished runs are summarised from the Parquet footer and journal tail, as read() would."""
     with monkeypatch.context() as m:
-        m.setattr(_runs, "_parquet_complete", lambda parquet, journal: False)  # every run through read()
+        m.setattr(_runs, "_parquet_complete", lambda run: False)  # every run through read()
         expected = runs(save_dir, "demo").to_pylist()
     calls: list[str] = []
 
-    def spy(log_dir: str) -> pa.Table:
-        calls.append(os.path.basename(log_dir))
-        return test_tube.read(log_dir)
+    def spy(run: StoredRun, stacklevel: int = 2) -> pa.Table:
+        calls.append(os.path.basename(run.path))
+        return test_tube.read(run.path)
 
-    monkeypatch.setattr(_runs, "read", spy)
+    monkeypatch.setattr(_runs, "read_run", spy)
     assert _equal_rows(runs(save_dir, "demo").to_pylist(), expected)
     assert calls == ["version_2"]  # the crashed one only
 
