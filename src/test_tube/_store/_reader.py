@@ -184,7 +184,7 @@ class StoredRun:
         if entry is None:
             return None
         try:
-            with self.fs.open_input_file(_file_info(self.file(name), entry)) as f:
+            with self.fs.open_input_stream(self.file(name), compression=None) as f:
                 return bytes(f.read())
         except FileNotFoundError:
             return None
@@ -285,7 +285,7 @@ class StoredRun:
         pieces = self.segments()
         if len(pieces) == 1 and pieces[0][1] == _layout.JOURNAL:
             _, name, entry = pieces[0]  # a whole journal copied here: ranged reads from its end
-            with self.fs.open_input_file(_file_info(self.file(name), entry)) as f:
+            with self.fs.open_input_file(self.file(name)) as f:
                 yield from _journal.last_frames_in(lambda offset, n: bytes(f.read_at(n, offset)), entry.size,
                                                    budget)
             return
@@ -335,7 +335,7 @@ class StoredRun:
         entry = self.entries().get(name)
         if entry is None:
             raise FileNotFoundError(f"{self._shown(name)} does not exist")
-        return self.fs.open_input_file(_file_info(self.file(name), entry))
+        return self.fs.open_input_file(self.file(name))
 
     def ring_table(self) -> pa.Table | None:
         """Rows a dead writer left in its ring beyond the journal; only a local run has a ring."""
@@ -376,11 +376,6 @@ class StoredRun:
             pieces = self.segments()
             parts.append(pieces[-1] if pieces else None)
         return tuple(parts)
-
-
-def _file_info(path: str, entry: Entry) -> pafs.FileInfo:
-    # With the size known, opening an object skips the request that would ask for it.
-    return pafs.FileInfo(path, pafs.FileType.File, size=entry.size)
 
 
 def _listing(fs: pafs.FileSystem, path: str) -> dict[str, Entry]:
