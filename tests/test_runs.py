@@ -226,6 +226,7 @@ def test_empty_save_dir_gives_an_empty_table(tmp_path: Path) -> None:
 
 def test_finished_runs_are_not_read_row_by_row(save_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Finished runs are summarised from the Parquet footer and journal tail, as read() would."""
+    _runs._SUMMARIES.items.clear()  # summaries of earlier calls in this process would answer instead
     with monkeypatch.context() as m:
         m.setattr(_runs, "_parquet_complete", lambda run: False)  # every run through read()
         expected = runs(save_dir, "demo").to_pylist()
@@ -236,8 +237,24 @@ def test_finished_runs_are_not_read_row_by_row(save_dir: Path, monkeypatch: pyte
         return test_tube.read(run.path)
 
     monkeypatch.setattr(_runs, "read_run", spy)
+    _runs._SUMMARIES.items.clear()
     assert _equal_rows(runs(save_dir, "demo").to_pylist(), expected)
     assert calls == ["version_2"]  # the crashed one only
+
+
+def test_a_run_summarised_before_is_read_again_once_its_files_change(tmp_path: Path) -> None:
+    """runs() keeps summaries of finished runs between calls, and a resumed run's new rows still show."""
+    with test_tube.Experiment(name="x", save_dir=tmp_path, record_git=False) as exp:
+        exp.log({"loss": 1.0})
+    assert runs(tmp_path).column("rows").to_pylist() == [1]
+    assert runs(tmp_path).column("rows").to_pylist() == [1]
+    with test_tube.Experiment(name="x", save_dir=tmp_path, version=0, record_git=False) as exp:
+        assert runs(tmp_path).column("status").to_pylist() == ["running"]
+        exp.log({"loss": 0.5})
+        exp.tag({"lr": 0.1})
+    table = runs(tmp_path)
+    assert table.column("rows").to_pylist() == [2] and table.column("loss.last").to_pylist() == [0.5]
+    assert table.column("status").to_pylist() == ["finished"] and table.column("lr").to_pylist() == [0.1]
 
 
 def test_a_parquet_older_than_the_journal_is_not_trusted(tmp_path: Path) -> None:
