@@ -458,12 +458,16 @@ def _equal_rows(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
 
 
 def test_benchmark_script_runs_on_a_tiny_fixture(tmp_path: Path) -> None:
-    """benchmarks/bench_runs.py builds its runs, checks runs() on them and prints the median."""
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_runs.py"
-    proc = subprocess.run([sys.executable, str(script), "--runs", "6", "--rows", "1200", "--rounds", "2",
-                           "--dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    """benchmarks/bench_runs.py builds its runs, checks runs() on them and prints a row per size."""
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_runs.py"), "--sizes", "3,6", "--rows",
+                           "1200", "--rounds", "2", "--old-src", str(root / "src"), "--dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "runs() over 6 finished runs x 1200 rows: median" in proc.stdout
+    assert "| runs | runs() s | us/run | again s | old runs() s | old/runs() | baseline s | baseline/runs() |" \
+        in proc.stdout
+    rows = [line.split(" | ")[0] for line in proc.stdout.splitlines() if line.startswith("| ") and "x |" in line]
+    assert rows == ["| 3", "| 6"]
 
 
 # -- per-rank runs (Experiment(per_rank=True)) ------------------------------------------

@@ -75,6 +75,8 @@ class StoredRun:
         self.local = location.local
         self._entries = entries
         self._names: set[str] | None = None
+        self._info: dict[str, Entry | None] = {}  # local: one stat of each file for this object's life
+        self._prefix = self.path.rstrip(os.sep) + os.sep if self.local else self.path.rstrip("/") + "/"
 
     def __repr__(self) -> str:
         return f"StoredRun({self.shown!r})"
@@ -83,7 +85,9 @@ class StoredRun:
 
     def file(self, name: str) -> str:
         """The path of a file of this folder in its filesystem (``media/x.png`` for one in a subfolder)."""
-        return os.path.join(self.path, *name.split("/")) if self.local else f"{self.path}/{name}"
+        if self.local and os.sep != "/":
+            name = name.replace("/", os.sep)
+        return self._prefix + name
 
     def entries(self) -> dict[str, Entry]:
         """Every file below the folder (object storage), listed once; names relative to the folder."""
@@ -115,14 +119,23 @@ class StoredRun:
         return not self.names().isdisjoint(RUN_FILES)
 
     def info(self, name: str) -> Entry | None:
-        """Size and modification time of one file of the folder; None when it is not there."""
-        if self.local:
-            try:
-                st = os.stat(os.path.join(self.path, name))
-            except (FileNotFoundError, NotADirectoryError):
-                return None
-            return Entry(st.st_size, st.st_mtime_ns)
-        return self.entries().get(name)
+        """Size and modification time of one file of the folder; None when it is not there.
+
+        Each file is looked at once in the life of this object, as a listing
+        is made once: make a new one to see what changed since.
+        """
+        if not self.local:
+            return self.entries().get(name)
+        if name in self._info:
+            return self._info[name]
+        try:
+            st = os.stat(self._prefix + name)
+        except (FileNotFoundError, NotADirectoryError):
+            found = None
+        else:
+            found = Entry(st.st_size, st.st_mtime_ns)
+        self._info[name] = found
+        return found
 
     def rank_folders(self) -> list[tuple[int, StoredRun]]:
         """``(rank, run)`` of each ``rank_<r>`` folder of a per-rank version, by rank.
@@ -170,11 +183,14 @@ class StoredRun:
         """The bytes of one file of the folder; None when it is not there."""
         if self.local:
             try:
-                fd = os.open(os.path.join(self.path, *name.split("/")), os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(self.file(name), os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 return None
             try:
-                chunks = []
+                data = os.read(fd, 1 << 16)
+                if len(data) < 1 << 16:
+                    return data  # the files read this way are small: one read, no fstat
+                chunks = [data]
                 while chunk := os.read(fd, 1 << 20):
                     chunks.append(chunk)
                 return b"".join(chunks)
@@ -254,7 +270,7 @@ class StoredRun:
         nothing yet.
         """
         if self.local:
-            return _journal.read_frames(os.path.join(self.path, _layout.JOURNAL), start)
+            return _journal.read_frames(self.file(_layout.JOURNAL), start)
         tables: list[pa.Table] = []
         end = start
         for offset, name, entry in self.segments():
@@ -280,7 +296,7 @@ class StoredRun:
         the file at once.
         """
         if self.local:
-            yield from _journal.last_frames(os.path.join(self.path, _layout.JOURNAL), budget)
+            yield from _journal.last_frames(self.file(_layout.JOURNAL), budget)
             return
         pieces = self.segments()
         if len(pieces) == 1 and pieces[0][1] == _layout.JOURNAL:
@@ -370,12 +386,21 @@ class StoredRun:
     # -- change detection -------------------------------------------------------------
 
     def signature(self) -> tuple[Any, ...]:
-        """Size and time of each file the readers read: changes whenever the writer publishes."""
-        parts: list[Any] = [self.info(name) for name in READ_FILES]
+        """Size and time of each file the readers read: changes whenever the writer publishes.
+
+        ``metrics.csv`` counts only without a journal (a run of test-tube
+        0.7.5): otherwise the journal changes with it.
+        """
+        parts: list[Any] = [self.info(name) for name in _SIGNED]
+        if parts[2] is None:
+            parts.append(self.info(_layout.CSV))
         if not self.local:
             pieces = self.segments()
             parts.append(pieces[-1] if pieces else None)
         return tuple(parts)
+
+
+_SIGNED = (_layout.META, _layout.TAGS, _layout.JOURNAL, _layout.PARQUET)
 
 
 def _listing(fs: pafs.FileSystem, path: str) -> dict[str, Entry]:
