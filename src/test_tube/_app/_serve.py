@@ -1,5 +1,9 @@
 """``test-tube serve``: a local web page over a save_dir, on the standard library's HTTP server.
 
+SAVE_DIR is a folder or a URI (``s3://bucket/logs?endpoint_override=...``):
+runs are found and read through the read layer (``_store._reader``), which
+lists a save_dir on object storage once per request.
+
 Routes (GET and HEAD only; the server never writes anything):
 
 * ``/``: the page; ``/static/<file>``: its JS and CSS, shipped in the package
@@ -23,7 +27,7 @@ A run is named by its experiment name, version and, for one rank of a
 ``per_rank=True`` version (``version_<N>/rank_<r>``), its rank; never by a
 path.  Its id is ``name/version_N`` or ``name/version_N/rank_r``.  Without
 ``rank`` a request names an ordinary version, with it one rank folder.  The
-name is looked up among the runs :func:`find_runs` lists, and the folder it
+name is looked up among the runs the read layer lists, and the folder it
 resolves to (symbolic links followed) must lie inside SAVE_DIR; anything else,
 including a run deleted while the page shows it, is a 404 with a message
 (JSON under ``/api/``, a small HTML page elsewhere), never a traceback.
@@ -195,10 +199,10 @@ class App:
                 table = read_run(folder)  # raises DamagedRunError naming the journal, for the page to show
             media = self._media(found, table)
         except FileNotFoundError:
-            raise _gone(_run_id(found)) from None
+            raise _gone(found.id) from None
         columns = [n for n, t in zip(table.column_names, table.schema.types)
                    if n not in ("step", "created_at") and _numeric(t)]
-        return {"id": _run_id(found), "name": found.name, "version": found.version, "rank": found.rank,
+        return {"id": found.id, "name": found.name, "version": found.version, "rank": found.rank,
                 "status": run_status(meta), "rows": table.num_rows, "meta": meta, "tags": tags, "metrics": columns,
                 "media": media}
 
@@ -211,13 +215,13 @@ class App:
             key = (found.log_dir, metric, x, found.folder.signature())
             xs, ys, nonfinite = self._series.get(key, lambda: self._points(found, metric, x))
         except FileNotFoundError:
-            raise _gone(_run_id(found)) from None
+            raise _gone(found.id) from None
         total = len(xs)
         if x_min is not None or x_max is not None:
             xs, ys = _downsample.window(xs, ys, x_min, x_max)
         shown_x, shown_y = _downsample.envelope(xs, ys, buckets)
         # points: values a chart can place; nonfinite: NaN and infinities, which it cannot
-        return {"id": _run_id(found), "metric": metric, "x": x, "points": total,
+        return {"id": found.id, "metric": metric, "x": x, "points": total,
                 "nonfinite": nonfinite, "downsampled": len(shown_x) < len(xs),
                 "xs": shown_x.tolist(), "ys": shown_y.tolist()}
 
@@ -237,7 +241,7 @@ class App:
             raise HttpError(HTTPStatus.BAD_REQUEST, f"at most {MAX_SERIES} series a request, "
                                                     f"asked for {len(ids)} runs x {len(metrics)} metrics")
         x, buckets, x_min, x_max = _view_params(query)
-        by_id = {_run_id(found): found for found in self._found()}
+        by_id = {found.id: found for found in self._found()}
         wanted = list(dict.fromkeys(metrics))
 
         def one(run_id: str) -> tuple[list[bytes], list[dict[str, Any]]]:
@@ -286,21 +290,20 @@ class App:
                 x_max: float | None, signature: tuple[Any, ...],
                 table: pa.Table | None = None) -> dict[str, Any]:
         """One series as :meth:`series` answers it, for a run already looked up (``table``: its rows, if read)."""
-        run_id = _run_id(found)
         key = (found.log_dir, metric, x, signature)
         xs, ys, nonfinite = self._series.get(key, lambda: self._points(found, metric, x, table))
         total = len(xs)
         if x_min is not None or x_max is not None:
             xs, ys = _downsample.window(xs, ys, x_min, x_max)
         shown_x, shown_y = _downsample.envelope(xs, ys, buckets)
-        return {"id": run_id, "metric": metric, "x": x, "points": total, "nonfinite": nonfinite,
+        return {"id": found.id, "metric": metric, "x": x, "points": total, "nonfinite": nonfinite,
                 "downsampled": len(shown_x) < len(xs), "xs": shown_x.tolist(), "ys": shown_y.tolist()}
 
     def media_file(self, query: Mapping[str, list[str]]) -> tuple[bytes, str]:
         """The bytes and type of one image of a run, named as in :meth:`run`'s media list."""
         found = self._run(query)
         file = _param(query, "file")
-        missing = HttpError(HTTPStatus.NOT_FOUND, f"{_run_id(found)} has no image {file!r}")
+        missing = HttpError(HTTPStatus.NOT_FOUND, f"{found.id} has no image {file!r}")
         kind = _layout.media_type(file)
         # A NUL byte never names a file (os.path refuses it with ValueError): checked before any path call.
         if kind is None or "\0" in file or "/" in file or os.sep in file or (os.altsep and os.altsep in file):
@@ -376,7 +379,7 @@ class App:
         name = _param(query, "name")
         text = _param(query, "version")
         rank_text = query["rank"][-1] if query.get("rank") else None
-        wanted = f"{name}/version_{text}" + (f"/rank_{rank_text}" if rank_text is not None else "")
+        wanted = run_id(name, text, rank_text)
         if not _INDEX.fullmatch(text) or (rank_text is not None and not _INDEX.fullmatch(rank_text)):
             raise HttpError(HTTPStatus.NOT_FOUND, f"no run {wanted} in {self.save_dir}")
         version = int(text)
@@ -390,7 +393,7 @@ class App:
                     ranks.append(found.rank)
         if ranks and rank is None:
             # The version exists, as one run per rank: say how to name one.
-            raise HttpError(HTTPStatus.NOT_FOUND, f"{name}/version_{version} in {self.save_dir} holds one run "
+            raise HttpError(HTTPStatus.NOT_FOUND, f"{run_id(name, version)} in {self.save_dir} holds one run "
                                                   f"per rank; add rank= (one of {', '.join(map(str, ranks))})")
         raise _gone(wanted, self.save_dir)
 
@@ -399,7 +402,7 @@ class App:
         def compute() -> tuple[Summary, dict[str, Any]]:
             summary = summarise(run.folder, run.name, run.version, rank=run.rank)
             entry = _jsonable({
-                "id": _run_id(run),
+                "id": run.id,
                 "name": run.name,
                 "version": run.version,
                 "rank": run.rank,
@@ -483,7 +486,7 @@ class App:
 
         ``table``: the run's rows, already read with this metric's column (else they are read here).
         """
-        run_id = _run_id(found)
+        run_id = found.id
         if not found.folder.exists():
             raise FileNotFoundError(found.log_dir)
         if table is None or metric not in table.column_names:
@@ -577,10 +580,6 @@ def _read_regular(path: str) -> bytes | None:
 
 def _text(typ: pa.DataType) -> bool:
     return bool(pa.types.is_string(typ) or pa.types.is_large_string(typ))
-
-
-def _run_id(run: FoundRun) -> str:
-    return run_id(run.name, run.version, run.rank)
 
 
 def _gone(run_id: str, save_dir: str | None = None) -> HttpError:

@@ -36,7 +36,7 @@ RUN_FILES = (_layout.META, _layout.JOURNAL, _layout.JOURNAL_SEGMENTS, _layout.CS
 READ_FILES = (_layout.META, _layout.TAGS, _layout.JOURNAL, _layout.PARQUET, _layout.CSV)
 
 
-def run_id(name: Any, version: Any, rank: int | None = None) -> str:
+def run_id(name: Any, version: Any, rank: Any = None) -> str:
     """How a run is named to a user: ``name/version_N``, or ``name/version_N/rank_r`` for one rank."""
     return f"{name}/version_{version}" + (f"/rank_{rank}" if rank is not None else "")
 

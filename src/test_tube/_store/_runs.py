@@ -13,6 +13,9 @@ A finished (or failed) run is summarised without loading its rows:
 
 A running, crashed or legacy run, or one whose ``metrics.parquet`` is older than
 its journal, is summarised from :func:`test_tube.read`, which is always current.
+
+The files are found and read through the read layer (``_reader``), the same
+way on a local disk and on object storage (where the journal is segments).
 """
 
 from __future__ import annotations
