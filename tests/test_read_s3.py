@@ -25,7 +25,8 @@ import test_tube
 from test_tube._store import _layout, _runs
 
 from s3lib import S3Server
-from storelib import upload_run, upload_save_dir
+from storelib import segments, upload_run, upload_save_dir
+from test_runs import build_per_rank
 from test_serve import Running, get, get_json, q
 
 CLI = [sys.executable, "-m", "test_tube._app._cli"]
@@ -274,3 +275,54 @@ def test_a_folder_copied_whole_reads_from_its_journal_file(s3: S3Server, tmp_pat
     assert rows(test_tube.read(dest, filesystem=fs)) == rows(test_tube.read(log_dir))
     assert runs_without_log_dir(test_tube.runs(s3.uri(s3.bucket_name, "logs"))) == \
         runs_without_log_dir(test_tube.runs(save_dir))
+
+
+def test_per_rank_runs_in_a_bucket_are_one_row_per_rank(s3: S3Server, tmp_path: Path) -> None:
+    """version_<N>/rank_<r> folders on object storage: one row per rank, as on disk; each rank reads back."""
+    save_dir = build_per_rank(tmp_path / "logs")
+    upload_save_dir(save_dir, s3.filesystem(), f"{s3.bucket_name}/logs")
+    table = test_tube.runs(s3.uri(s3.bucket_name, "logs"))
+    assert [(r["name"], r["version"], r["rank"]) for r in table.to_pylist()] == [("ddp", 3, 0), ("ddp", 3, 1),
+                                                                                ("plain", 0, None)]
+    assert runs_without_log_dir(table) == runs_without_log_dir(test_tube.runs(save_dir))
+    rank = test_tube.read(s3.uri(s3.bucket_name, "logs/ddp/version_3/rank_1"))
+    assert rows(rank) == rows(test_tube.read(save_dir / "ddp" / "version_3" / "rank_1"))
+    proc = cli(s3, "show", s3.uri(s3.bucket_name, "logs/ddp/version_3"))
+    assert proc.returncode == 2 and "holds one run per rank" in proc.stderr
+    assert f"s3://{s3.bucket_name}/logs/ddp/version_3/rank_0?" in proc.stderr
+
+
+def test_tail_over_a_uri_follows_new_segments_until_the_run_ends(s3: S3Server, tmp_path: Path) -> None:
+    """tail prints the segments there are, then each one uploaded later, and stops when meta says finished."""
+    log_dir = write_run(tmp_path / "logs", rows=60)
+    fs = s3.filesystem()
+    dest = f"{s3.bucket_name}/logs/mnist/version_0"
+    meta = json.loads((log_dir / _layout.META).read_text())
+    pieces = segments(log_dir / _layout.JOURNAL)
+    assert len(pieces) == 6
+
+    def put(name: str, data: bytes) -> None:
+        with fs.open_output_stream(f"{dest}/{name}") as out:
+            out.write(data)
+
+    def put_meta(**changes: Any) -> None:
+        put(_layout.META, json.dumps({**meta, **changes}).encode())
+
+    beat = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    put_meta(status="running", host="another-host", updated_at=beat, ended_at=None)
+    for offset, data in pieces[:2]:
+        put(f"{_layout.JOURNAL_SEGMENTS}/{_layout.segment_name(offset)}", data)
+    env = {**os.environ, **s3.env()}
+    with subprocess.Popen([*CLI, "tail", s3.uri(s3.bucket_name, "logs/mnist/version_0"), "--rows", "100",
+                           "--interval", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=env) as proc:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(21)]  # the header and the 20 rows uploaded so far
+        assert lines[0].split()[:3] == ["step", "created_at", "loss"]
+        assert [int(line.split()[0]) for line in lines[1:]] == list(range(20))
+        for offset, data in pieces[2:]:
+            put(f"{_layout.JOURNAL_SEGMENTS}/{_layout.segment_name(offset)}", data)
+        put_meta()  # finished
+        out, err = proc.communicate(timeout=TIMEOUT)
+    steps = [int(line.split()[0]) for line in out.splitlines() if line.split()[0].isdigit()]
+    assert steps == list(range(20, 60)) and proc.returncode == 0 and "the run finished" in err
