@@ -545,3 +545,20 @@ def test_summarise_reads_name_version_and_rank_from_a_rank_folder(per_rank_dir: 
     """A rank folder summarised on its own knows its experiment, version and rank from the path."""
     summary = _runs.summarise(str(per_rank_dir / "ddp" / "version_3" / "rank_1"))
     assert (summary.name, summary.version, summary.rank, summary.rows) == ("ddp", 3, 1, 5)
+
+
+def test_read_and_runs_take_a_file_uri_and_a_local_filesystem(tmp_path: Path) -> None:
+    """file:// URIs and filesystem=LocalFileSystem() read as the plain path does; a wrong filesystem is named."""
+    import pyarrow.fs as pafs
+
+    with test_tube.Experiment(name="x", save_dir=tmp_path, record_git=False) as exp:
+        exp.log({"loss": 1.0})
+    log_dir = tmp_path / "x" / "version_0"
+    expected = test_tube.read(log_dir).to_pylist()
+    assert test_tube.read(f"file://{log_dir}").to_pylist() == expected
+    assert test_tube.read(str(log_dir), filesystem=pafs.LocalFileSystem()).to_pylist() == expected
+    assert runs(f"file://{tmp_path}").column("log_dir").to_pylist() == [str(log_dir)]
+    with pytest.raises(TypeError, match="filesystem must be a pyarrow.fs.FileSystem, got str"):
+        test_tube.runs(tmp_path, filesystem="s3")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="is a URI; with filesystem= it must be a path"):
+        test_tube.read(f"file://{log_dir}", filesystem=pafs.LocalFileSystem())
