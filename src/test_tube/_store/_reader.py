@@ -63,8 +63,9 @@ class StoredRun:
 
     ``entries`` (object storage): the folder's files from a listing already
     made, names relative to the folder (``media/x.png``); without it the
-    folder is listed on first use.  Nothing is cached beyond that listing:
-    make a new one to see a run's new files.
+    folder is listed on first use.  What it lists and stats is kept for the
+    object's life, one consistent look at the folder: make a new one to see
+    a run's new files.  Only file contents are read anew each time.
     """
 
     def __init__(self, location: Location, entries: dict[str, Entry] | None = None) -> None:
