@@ -140,6 +140,21 @@ def test_reopening_a_damaged_journal_keeps_every_published_row(template: Path, t
     assert (log_dir / "_journal.arrows.damaged-1").is_file()  # the damaged bytes are kept, not destroyed
 
 
+def test_the_damage_warnings_point_at_the_users_line(template: Path, tmp_path: Path) -> None:
+    """The reopen's warnings (damaged journal, missing journal) and read()'s name this file, not test_tube's."""
+    damaged = copy_run(template, tmp_path / "a")
+    flip(damaged / "_journal.arrows", frames_of(damaged / "_journal.arrows")[3][0] + 200)
+    missing = copy_run(template, tmp_path / "b")
+    (missing / "_journal.arrows").unlink()
+    for log_dir, call in ((damaged, test_tube.read), (damaged, reopen), (missing, reopen)):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            call(log_dir)
+        said = [w for w in seen if isinstance(w.message, DamagedRunWarning)]
+        assert said, (call, log_dir)
+        assert {w.filename for w in said} == {__file__}, [(w.filename, w.lineno) for w in said]
+
+
 def test_whole_frames_after_the_damage_come_back_without_the_published_files(template: Path, tmp_path: Path) -> None:
     """With no published file to recover from, a flipped frame 3 costs frame 3's rows only, in order."""
     log_dir = copy_run(template, tmp_path)
