@@ -140,6 +140,21 @@ def test_reopening_a_damaged_journal_keeps_every_published_row(template: Path, t
     assert (log_dir / "_journal.arrows.damaged-1").is_file()  # the damaged bytes are kept, not destroyed
 
 
+def test_the_damage_warnings_point_at_the_users_line(template: Path, tmp_path: Path) -> None:
+    """The reopen's warnings (damaged journal, missing journal) and read()'s name this file, not test_tube's."""
+    damaged = copy_run(template, tmp_path / "a")
+    flip(damaged / "_journal.arrows", frames_of(damaged / "_journal.arrows")[3][0] + 200)
+    missing = copy_run(template, tmp_path / "b")
+    (missing / "_journal.arrows").unlink()
+    for log_dir, call in ((damaged, test_tube.read), (damaged, reopen), (missing, reopen)):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            call(log_dir)
+        said = [w for w in seen if isinstance(w.message, DamagedRunWarning)]
+        assert said, (call, log_dir)
+        assert {w.filename for w in said} == {__file__}, [(w.filename, w.lineno) for w in said]
+
+
 def test_whole_frames_after_the_damage_come_back_without_the_published_files(template: Path, tmp_path: Path) -> None:
     """With no published file to recover from, a flipped frame 3 costs frame 3's rows only, in order."""
     log_dir = copy_run(template, tmp_path)
@@ -342,3 +357,41 @@ def test_the_meta_file_of_a_run_is_json_we_can_damage(small_template: Path) -> N
     """The property above damages real files: meta.experiment is JSON with a status, the image exists."""
     assert json.loads((small_template / "meta.experiment").read_text())["status"] == "finished"
     assert (small_template / "media" / "img_3.png").is_file()
+
+
+def test_a_dead_ring_beside_a_damaged_journal_loses_no_published_or_returned_row(tmp_path: Path) -> None:
+    """kill: rows still in the ring; then a frame of the journal damaged: the reopen keeps them all, in order.
+
+    The damaged frame's rows come back from metrics.csv (published by save()), the rows
+    the dead process left in its ring come back from the ring, and none is doubled.
+    """
+    from faultlib import run, script
+
+    victim = script(tmp_path, """
+        import os, sys
+        import test_tube
+        exp = test_tube.Experiment(name="run", save_dir=sys.argv[1], record_git=False, flush_interval=60)
+        for i in range(2_000):
+            exp.log({"i": i, "x": i / 7})
+            if i % 500 == 499:
+                exp.save()
+        for i in range(2_000, 60_000):
+            exp.log({"i": i, "x": i / 7})
+        os._exit(0)  # no close(), no final flush: whatever the writer had not taken stays in the ring
+    """)
+    done = run(victim, tmp_path / "logs", timeout=120)
+    assert done.returncode == 0, done.stderr
+    log_dir = tmp_path / "logs" / "run" / "version_0"
+    journal = log_dir / "_journal.arrows"
+    frames = frames_of(journal)
+    assert len(frames) >= 4 and (log_dir / "_ring.tt").exists()
+    in_journal = sum(len(values) for _, _, values in frames)
+    assert in_journal < 60_000, "the writer had journaled every row: nothing was left in the ring"
+    flip(journal, frames[1][0] + 200)  # inside the rows 500..999, which metrics.csv holds
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        reopen(log_dir)
+    assert any(isinstance(w.message, DamagedRunWarning) for w in seen), [str(w.message) for w in seen]
+    everything = list(range(60_000))
+    assert test_tube.read(log_dir).column("i").to_pylist() == everything
+    assert rows_of(log_dir / "metrics.parquet") == rows_of(log_dir / "metrics.csv") == 60_000

@@ -439,7 +439,7 @@ def read_line(stream: Any) -> str:
 
 def test_the_page_files_are_in_the_package() -> None:
     """index.html, app.js, style.css and vendored uPlot with its licence ship inside test_tube."""
-    static = Path(test_tube.__file__).parent / "_static"
+    static = Path(test_tube.__file__).parent / "_app" / "_static"
     for name in ("index.html", "app.js", "style.css", "uplot/uPlot.iife.min.js", "uplot/uPlot.min.css",
                  "uplot/LICENSE"):
         assert (static / name).is_file(), name

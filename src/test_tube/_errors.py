@@ -7,6 +7,9 @@ builtin that callers already catch (``TypeError``, ``ValueError``, ``OSError``,
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from typing import Any
 
 
@@ -127,3 +130,27 @@ class VersionAgreementError(TestTubeError, RuntimeError):
     def __init__(self, message: str, *, path: str | None = None) -> None:
         super().__init__(message)
         self.path = path
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn_from_caller(message: Warning | str, category: type[Warning] | None = None) -> None:
+    """Issue a warning attributed to the first frame outside test_tube: the user's line.
+
+    A fixed ``stacklevel`` breaks whenever the call path inside the package
+    changes (``Experiment()`` and ``read()`` reach the same warning at different
+    depths); counting the package's own frames does not.
+    """
+    level = 1
+    frame = sys._getframe(0)
+    while frame.f_back is not None and in_package(frame.f_code.co_filename):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def in_package(filename: str) -> bool:
+    """Whether ``filename`` is a source file of the test_tube package."""
+    path = os.path.abspath(filename)
+    return path.startswith(_PACKAGE_DIR + os.sep)

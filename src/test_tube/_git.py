@@ -25,11 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, cast
 
-from test_tube._errors import GitSnapshotWarning
+from ._errors import GitSnapshotWarning, warn_from_caller
 
 if TYPE_CHECKING:
     from git.cmd import Git
@@ -46,7 +45,6 @@ _FALLBACK_EMAIL = "test_tube@localhost"
 # to ask for credentials on a terminal.
 _BASE_ENV = {"GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0"}
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 class _GitFailure(Exception):
@@ -445,15 +443,4 @@ def _first_line(text: str) -> str:
 
 def _warn(message: str) -> None:
     """Issue a GitSnapshotWarning attributed to the first caller outside test_tube."""
-    level = 1
-    frame = sys._getframe(0)
-    while frame.f_back is not None and _in_package(frame.f_code.co_filename):
-        frame = frame.f_back
-        level += 1
-    warnings.warn(message, GitSnapshotWarning, stacklevel=level)
-
-
-def _in_package(filename: str) -> bool:
-    """Whether ``filename`` belongs to the test_tube package."""
-    path = os.path.abspath(filename)
-    return path == _PACKAGE_DIR or path.startswith(_PACKAGE_DIR + os.sep)
+    warn_from_caller(message, GitSnapshotWarning)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +34,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from . import _journal, _layout
-from .._errors import DamagedRunError, DamagedRunWarning
+from .._errors import DamagedRunError, DamagedRunWarning, warn_from_caller
 from ._schema import concat, conform
 
 _TIME = pa.timestamp("us", tz="UTC")
@@ -149,7 +148,7 @@ def repair_before_resume(log_dir: str) -> None:
     data = b"".join(bytes(memoryview(p)) for piece in result.pieces if piece.num_rows
                     for p in _journal.encode(piece))
     _layout.publish(journal, data)
-    warnings.warn(result.warning("reopen", f"The damaged journal is kept as {kept_as}."), stacklevel=4)
+    warn_from_caller(result.warning("reopen", f"The damaged journal is kept as {kept_as}."))
 
 
 def healthy(log_dir: str, journal: str, *, check: bool = False) -> bool:
@@ -311,8 +310,8 @@ def _journal_from_published(log_dir: str, journal: str) -> None:
     name, table = published
     data = b"".join(bytes(memoryview(p)) for p in _journal.encode(table))
     _layout.publish(journal, data)
-    warnings.warn(DamagedRunWarning(f"reopen: {journal} was missing; {table.num_rows} rows recovered from {name}",
-                                    path=journal, rows=table.num_rows, recovered=table.num_rows), stacklevel=4)
+    warn_from_caller(DamagedRunWarning(f"reopen: {journal} was missing; {table.num_rows} rows recovered from {name}",
+                                       path=journal, rows=table.num_rows, recovered=table.num_rows))
 
 
 def _keep_damaged(journal: str) -> str:
