@@ -232,7 +232,7 @@ def test_finished_runs_are_not_read_row_by_row(save_dir: Path, monkeypatch: pyte
         expected = runs(save_dir, "demo").to_pylist()
     calls: list[str] = []
 
-    def spy(run: StoredRun, stacklevel: int = 2) -> pa.Table:
+    def spy(run: StoredRun) -> pa.Table:
         calls.append(os.path.basename(run.path))
         return test_tube.read(run.path)
 

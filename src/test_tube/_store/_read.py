@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -11,7 +10,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from . import _journal, _layout, _recovery, _ring_recovery
-from .._errors import DamagedRunError
+from .._errors import DamagedRunError, warn_from_caller
 from ._location import resolve
 from ._reader import StoredRun
 from ._schema import concat, empty_table
@@ -49,10 +48,10 @@ def read(log_dir: str | os.PathLike[str], filesystem: pafs.FileSystem | None = N
     run = StoredRun(location)
     if not run.exists():
         raise FileNotFoundError(f"read(): {location.shown} is not a run folder")
-    return read_run(run, stacklevel=3)
+    return read_run(run)
 
 
-def read_run(run: StoredRun, *, stacklevel: int = 2) -> pa.Table:
+def read_run(run: StoredRun) -> pa.Table:
     """:func:`read` of a run folder already found (``runs()``, the command line and ``serve`` use it)."""
     if not run.local:
         return _read_stored(run)
@@ -70,9 +69,9 @@ def read_run(run: StoredRun, *, stacklevel: int = 2) -> pa.Table:
         frames.append(left)
     table = _table(log_dir, journal, frames)
     if damage is not None and table.num_rows < damage.rows:
-        warnings.warn(damage.warning(
+        warn_from_caller(damage.warning(
             "read()", f"read() returns {table.num_rows} of them (the journal up to the damage); reopen the "
-                      f"version with Experiment(..., version=N) to recover the rest."), stacklevel=stacklevel)
+                      f"version with Experiment(..., version=N) to recover the rest."))
     return table
 
 

@@ -27,7 +27,6 @@ from collections import OrderedDict
 import os
 import socket
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -38,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from . import _layout
-from .._errors import DamagedRunError
+from .._errors import DamagedRunError, warn_from_caller
 from ._read import read_run
 from ._reader import FoundRun, Store, StoredRun
 from ._location import resolve
@@ -323,8 +322,7 @@ def summarise(log_dir: str | StoredRun, name: str | None = None, version: int | 
         summary.tags = run.tag_texts()
     except (OSError, DamagedRunError) as exc:
         damage.append(str(exc))
-        warnings.warn(f"test_tube.runs(): unreadable {_layout.TAGS} in {shown}: {exc}", RuntimeWarning,
-                      stacklevel=3)
+        warn_from_caller(f"test_tube.runs(): unreadable {_layout.TAGS} in {shown}: {exc}", RuntimeWarning)
     if damage:
         summary.damage = damage[0]
         summary.status = "damaged"
@@ -336,15 +334,15 @@ def summarise(log_dir: str | StoredRun, name: str | None = None, version: int | 
             # a damaged metrics.parquet: the journal still has every row
             summary.metrics = {}
     try:
-        _from_table(summary, read_run(run, stacklevel=4))
+        _from_table(summary, read_run(run))
     except (OSError, pa.ArrowException, DamagedRunError) as exc:
         summary.rows = summary.last_step = None
         summary.metrics = {}
         if isinstance(exc, DamagedRunError) or summary.damage:
             summary.damage = summary.damage or str(exc)
             summary.status = "damaged"
-        warnings.warn(f"test_tube.runs(): cannot read the rows of {shown}: {type(exc).__name__}: {exc}",
-                      RuntimeWarning, stacklevel=3)
+        warn_from_caller(f"test_tube.runs(): cannot read the rows of {shown}: {type(exc).__name__}: {exc}",
+                         RuntimeWarning)
     return summary
 
 
@@ -363,8 +361,7 @@ def _read_meta(run: StoredRun, damage: list[str]) -> dict[str, Any]:
         return run.meta()
     except (OSError, DamagedRunError) as exc:
         damage.append(str(exc))
-        warnings.warn(f"test_tube.runs(): unreadable {_layout.META} in {run.shown}: {exc}", RuntimeWarning,
-                      stacklevel=4)
+        warn_from_caller(f"test_tube.runs(): unreadable {_layout.META} in {run.shown}: {exc}", RuntimeWarning)
         return {}
 
 
