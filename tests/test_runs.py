@@ -562,3 +562,17 @@ def test_read_and_runs_take_a_file_uri_and_a_local_filesystem(tmp_path: Path) ->
         test_tube.runs(tmp_path, filesystem="s3")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="is a URI; with filesystem= it must be a path"):
         test_tube.read(f"file://{log_dir}", filesystem=pafs.LocalFileSystem())
+
+
+def test_a_runs_warning_names_the_callers_line(tmp_path: Path) -> None:
+    """runs()'s warning about an unreadable file points at the line that called runs(), not into test_tube."""
+    import warnings
+
+    with test_tube.Experiment(name="bad", save_dir=tmp_path, record_git=False) as exp:
+        exp.log({"loss": 1.0})
+    (tmp_path / "bad" / "version_0" / _layout.TAGS).write_bytes(b"\xff\xfe")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        table = runs(tmp_path)
+    assert table.column("status").to_pylist() == ["damaged"]
+    assert [(w.category, w.filename) for w in seen] == [(RuntimeWarning, __file__)]
