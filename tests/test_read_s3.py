@@ -23,6 +23,7 @@ import pytest
 
 import test_tube
 from test_tube._store import _layout, _runs
+from test_tube._store._reader import StoredRun
 
 from s3lib import S3Server
 from storelib import segments, upload_run, upload_save_dir
@@ -326,3 +327,31 @@ def test_tail_over_a_uri_follows_new_segments_until_the_run_ends(s3: S3Server, t
         out, err = proc.communicate(timeout=TIMEOUT)
     steps = [int(line.split()[0]) for line in out.splitlines() if line.split()[0].isdigit()]
     assert steps == list(range(20, 60)) and proc.returncode == 0 and "the run finished" in err
+
+
+def test_read_of_a_closed_run_takes_metrics_parquet_and_of_a_running_one_every_segment(
+        s3: S3Server, uploaded: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished run of many segments is one file to read; a running one is read from its segments, in order."""
+    log_dir, dest = uploaded
+    fs = s3.filesystem()
+    expected = rows(test_tube.read(log_dir))
+    fetched: list[str] = []
+    original = StoredRun.read_bytes
+
+    def spy(self: StoredRun, name: str) -> bytes | None:
+        fetched.append(name)
+        return original(self, name)
+
+    monkeypatch.setattr(StoredRun, "read_bytes", spy)
+    assert rows(test_tube.read(dest, filesystem=fs)) == expected
+    assert not [name for name in fetched if name.startswith(_layout.JOURNAL_SEGMENTS)]
+
+    meta = json.loads((log_dir / _layout.META).read_text())
+    beat = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    with fs.open_output_stream(f"{dest}/{_layout.META}") as out:
+        out.write(json.dumps({**meta, "status": "running", "host": "another-host", "updated_at": beat}).encode())
+    fetched.clear()
+    table = test_tube.read(dest, filesystem=fs)
+    assert rows(table) == expected and table.schema == test_tube.read(log_dir).schema
+    assert sorted(name for name in fetched if name.startswith(_layout.JOURNAL_SEGMENTS)) == [
+        f"{_layout.JOURNAL_SEGMENTS}/{_layout.segment_name(offset)}" for offset, _ in segments(log_dir / _layout.JOURNAL)]

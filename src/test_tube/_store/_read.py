@@ -76,9 +76,22 @@ def read_run(run: StoredRun) -> pa.Table:
 
 
 def _read_stored(run: StoredRun) -> pa.Table:
-    """A run on object storage: its journal segments; ``metrics.parquet`` when that holds more rows."""
-    frames, _ = run.frames()
+    """A run on object storage: its journal segments; ``metrics.parquet`` when that holds more rows.
+
+    A closed run (``finished`` or ``failed``) of more than a few segments
+    whose ``metrics.parquet`` was published after its last segment is read
+    from that file: a few requests instead of two per segment.  The writer
+    publishes the complete file at ``close()`` before ``meta.experiment``
+    says the run ended, so such a file holds every row.
+    """
     names = run.names()
+    if len(run.segments()) > _FEW_SEGMENTS and _layout.PARQUET in names and run.parquet_complete():
+        try:
+            if run.meta().get("status") in ("finished", "failed"):
+                return _plain(run.read_parquet())
+        except (OSError, pa.ArrowException, DamagedRunError):
+            pass  # the segments are the record
+    frames, _ = run.frames()
     if frames:
         if not all(t.schema.names[:2] == _BASE for t in frames):
             raise DamagedRunError(f"{run.shown}: journal frames without step and created_at first; "
@@ -87,17 +100,26 @@ def _read_stored(run: StoredRun) -> pa.Table:
             rows = sum(t.num_rows for t in frames)
             try:
                 if run.parquet_metadata().num_rows > rows:
-                    return run.read_parquet()  # segments are missing: the complete file holds every row
+                    return _plain(run.read_parquet())  # segments are missing: the complete file holds every row
             except (OSError, pa.ArrowException):
                 pass
         return concat(frames)
     if _layout.PARQUET in names:
-        return run.read_parquet()
+        return _plain(run.read_parquet())
     if _layout.CSV in names and _layout.JOURNAL not in names and _layout.JOURNAL_SEGMENTS not in names:
         data = run.read_bytes(_layout.CSV)
         if data is not None:
             return _legacy_csv(data)
     return empty_table()
+
+
+# Up to this many segments, reading them costs fewer requests than metrics.parquet and meta.experiment.
+_FEW_SEGMENTS = 4
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """A table read from Parquet without the file's schema metadata, as the journal's rows have none."""
+    return table.replace_schema_metadata(None)
 
 
 def _table(log_dir: str, journal: str, frames: list[pa.Table]) -> pa.Table:

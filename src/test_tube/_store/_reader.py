@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -34,6 +35,10 @@ from ._location import Location, resolve
 RUN_FILES = (_layout.META, _layout.JOURNAL, _layout.JOURNAL_SEGMENTS, _layout.CSV, _layout.PARQUET)
 #: The files the readers read: a change to any of them is a change of the run.
 READ_FILES = (_layout.META, _layout.TAGS, _layout.JOURNAL, _layout.PARQUET, _layout.CSV)
+
+
+#: Journal segments on object storage that :meth:`StoredRun.frames` fetches at once.
+SEGMENT_READERS = 16
 
 
 def run_id(name: Any, version: Any, rank: Any = None) -> str:
@@ -274,14 +279,17 @@ class StoredRun:
             return _journal.read_frames(self.file(_layout.JOURNAL), start)
         tables: list[pa.Table] = []
         end = start
-        for offset, name, entry in self.segments():
-            if offset + entry.size <= start:
-                continue
-            if offset > end:
-                break
-            data = self.read_bytes(name)
-            if data is None:
-                break  # deleted meanwhile
+        todo = [piece for piece in self.segments() if piece[0] + piece[2].size > start]
+        if len(todo) > 2:
+            # Each segment is a request: many are fetched side by side, then read in order.
+            with ThreadPoolExecutor(max_workers=min(SEGMENT_READERS, len(todo)),
+                                    thread_name_prefix="test-tube-segments") as pool:
+                datas: Iterable[bytes | None] = list(pool.map(self.read_bytes, [name for _, name, _ in todo]))
+        else:
+            datas = (self.read_bytes(name) for _, name, _ in todo)
+        for (offset, _, _), data in zip(todo, datas):
+            if offset > end or data is None:
+                break  # a gap, or deleted meanwhile
             skip = end - offset
             found, used = _journal.frames_of(memoryview(data)[skip:])
             tables.extend(found)
