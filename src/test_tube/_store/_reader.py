@@ -10,9 +10,10 @@ On a local disk a run folder is read with ``os`` calls (a ``scandir``, a
 ``stat``, ``pread``), which cost microseconds.  On any other
 ``pyarrow.fs.FileSystem`` every call is a request, so a :class:`Store` lists
 the whole save_dir once (one listing, paged by the store) and hands each run
-its own entries: a run then costs a GET of each small file it reads, a
-footer read of ``metrics.parquet``, and a GET of its last journal segment.
-Nothing here writes.
+its own entries: summarising a finished run then reads ``meta.experiment``,
+``meta_tags.csv``, the footer of ``metrics.parquet`` and the last journal
+segment, each a HEAD and a GET (pyarrow's Python API opens an object by
+path only, so it asks for the size first).  Nothing here writes.
 """
 
 from __future__ import annotations
