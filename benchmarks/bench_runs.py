@@ -15,6 +15,7 @@ by the engine's own encoder (20 flushes of 500 rows), and an empty ``media/``.
 
     .venv/bin/python benchmarks/bench_runs.py            # 1,000 x 10,000, 5 rounds
     .venv/bin/python benchmarks/bench_runs.py --runs 100 --rows 1000 --rounds 3
+    .venv/bin/python benchmarks/bench_runs.py --sizes 100,1000,10000 --rows 1000 --old-src /tmp/main-src
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +38,7 @@ import pyarrow.parquet as pq
 from test_tube._store import _journal, _layout
 
 from test_tube import read
+from test_tube._store import _runs
 from test_tube._store._runs import runs
 
 FRAME_ROWS = 500
@@ -96,49 +99,104 @@ def naive(save_dir: str) -> int:
     return total
 
 
+_CHILD = """
+import json, statistics, sys, time
+from test_tube import runs
+save_dir, rounds = sys.argv[1], int(sys.argv[2])
+t0 = time.perf_counter(); table = runs(save_dir); first = time.perf_counter() - t0
+times = []
+for _ in range(rounds):
+    t0 = time.perf_counter(); runs(save_dir); times.append(time.perf_counter() - t0)
+print(json.dumps({"first": first, "median": statistics.median(times), "rows": table.num_rows}))
+"""
+
+
+def other_source(src: str, save_dir: str, rounds: int) -> dict[str, float]:
+    """``runs()`` of another source tree (``src``, e.g. a copy of main's ``src``), timed in a child process."""
+    env = {**os.environ, "PYTHONPATH": os.path.abspath(src)}
+    out = subprocess.run([sys.executable, "-c", _CHILD, save_dir, str(rounds)], env=env, capture_output=True,
+                         text=True, check=True, timeout=3600)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def measure(save_dir: str, n_runs: int, n_rows: int, rounds: int, baseline_rounds: int) -> dict[str, float]:
+    """Medians of runs() without and with the summaries of earlier calls, and of the baseline."""
+    t0 = time.perf_counter()
+    runs(save_dir)  # the first call also pays one-time imports (pyarrow loads pandas when installed)
+    first = time.perf_counter() - t0
+    cold, warm, cpu = [], [], []
+    for _ in range(rounds):
+        _runs._SUMMARIES.items.clear()  # as a new process finds it: every run read
+        t0, c0 = time.perf_counter(), time.process_time()
+        table = runs(save_dir)
+        cold.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+        t0 = time.perf_counter()
+        again = runs(save_dir)  # the runs were summarised by the call before: their files are only stat'ed
+        warm.append(time.perf_counter() - t0)
+        assert again.equals(table)
+    assert table.num_rows == n_runs, table.num_rows
+    assert table.column("rows").to_pylist() == [n_rows] * n_runs
+    base = []
+    for _ in range(baseline_rounds):
+        t0 = time.perf_counter()
+        rows = naive(save_dir)
+        base.append(time.perf_counter() - t0)
+    assert rows == n_runs * n_rows
+    return {"first": first, "cold": statistics.median(cold), "cold_min": min(cold), "cold_max": max(cold),
+            "cpu": statistics.median(cpu), "warm": statistics.median(warm), "base": statistics.median(base)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--sizes", help="comma-separated run counts to measure in one process run, e.g. "
+                                        "100,1000,10000 (default: --runs only)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--baseline-rounds", type=int, default=1)
+    parser.add_argument("--old-src", metavar="SRC", help="also time runs() of this source tree (a copy of another "
+                                                         "checkout's src/) in a child process, for before/after")
     parser.add_argument("--dir", help="build the runs here and keep them (default: a temporary folder)")
     args = parser.parse_args(argv)
+    sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else [args.runs]
 
     root = args.dir or tempfile.mkdtemp(prefix="bench_runs_")
     try:
-        save_dir = os.path.join(root, "logs")
-        if not os.path.isdir(save_dir):
-            t0 = time.perf_counter()
-            build(save_dir, args.runs, args.rows)
-            print(f"built {args.runs} runs x {args.rows} rows in {time.perf_counter() - t0:.1f} s", flush=True)
-        t0 = time.perf_counter()
-        runs(save_dir)  # the first call also pays one-time imports (pyarrow loads pandas when installed)
-        first = time.perf_counter() - t0
-        times, cpu = [], []
-        for _ in range(args.rounds):
-            t0, c0 = time.perf_counter(), time.process_time()
-            table = runs(save_dir)
-            times.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-        assert table.num_rows == args.runs, table.num_rows
-        assert table.column("rows").to_pylist() == [args.rows] * args.runs
-        base = []
-        for _ in range(args.baseline_rounds):
-            t0 = time.perf_counter()
-            rows = naive(save_dir)
-            base.append(time.perf_counter() - t0)
-        assert rows == args.runs * args.rows
-        fast, slow = statistics.median(times), statistics.median(base)
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-              f"pyarrow {pa.__version__}")
-        print(f"runs() over {args.runs} finished runs x {args.rows} rows: median {fast:.3f} s "
-              f"of {args.rounds} (min {min(times):.3f}, max {max(times):.3f}); "
-              f"{fast / args.runs * 1e6:.0f} us per run; CPU time median {statistics.median(cpu):.3f} s; "
-              f"first call in the process {first:.3f} s")
+              f"pyarrow {pa.__version__}; {args.rows} rows a run; medians of {args.rounds} rounds "
+              f"(baseline: {args.baseline_rounds})", flush=True)
+        results = []
+        for n in sizes:
+            save_dir = os.path.join(root, f"logs_{n}x{args.rows}")
+            if not os.path.isdir(save_dir):
+                t0 = time.perf_counter()
+                build(save_dir, n, args.rows)
+                print(f"built {n} runs x {args.rows} rows in {time.perf_counter() - t0:.1f} s", flush=True)
+            result = measure(save_dir, n, args.rows, args.rounds, args.baseline_rounds)
+            if args.old_src:
+                old = other_source(args.old_src, save_dir, args.rounds)
+                assert old["rows"] == n
+                result |= {"old_first": old["first"], "old": old["median"]}
+            results.append((n, result))
+            print(f"  {n} runs: runs() {result['cold']:.3f} s (min {result['cold_min']:.3f}, max "
+                  f"{result['cold_max']:.3f}, CPU {result['cpu']:.3f}), again {result['warm']:.3f} s; "
+                  f"first call in the process {result['first']:.3f} s", flush=True)
         print(f"load average while measuring: {os.getloadavg()[0]:.2f} (other processes inflate wall times)")
-        print(f"baseline, read() every row: median {slow:.3f} s of {args.baseline_rounds}; "
-              f"runs() is {slow / fast:.1f}x faster")
+        head = ["runs", "runs() s", "us/run", "again s", "baseline s", "baseline/runs()"]
+        if args.old_src:
+            head[4:4] = ["old runs() s", "old/runs()"]
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for n, r in results:
+            cells = [f"{n}", f"{r['cold']:.3f}", f"{r['cold'] / n * 1e6:.0f}", f"{r['warm']:.3f}",
+                     f"{r['base']:.3f}", f"{r['base'] / r['cold']:.2f}x"]
+            if args.old_src:
+                cells[4:4] = [f"{r['old']:.3f}", f"{r['old'] / r['cold']:.2f}x"]
+            print("| " + " | ".join(cells) + " |")
+        print("runs(): every run read (summaries of earlier calls cleared, as in a new process); again: the "
+              "same call repeated, finished runs answered from the earlier call's summaries after a stat of "
+              "their files; baseline: read() of every row of every run")
     finally:
         if not args.dir:
             shutil.rmtree(root, ignore_errors=True)

@@ -37,6 +37,9 @@ import pytest
 
 import test_tube
 
+from s3lib import S3Server
+from storelib import upload_save_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 TIMEOUT = 300
@@ -95,6 +98,7 @@ COVERED = {
     ("## Looking at results", "$ test-tube ls"): "test_ls_and_plot_after_the_demo",
     ("## Looking at runs in a browser", "$ test-tube serve test_tube_logs"): "test_serve_prints_its_address",
     ("## Common tasks", "import test_tube"): "test_common_tasks_dataframes",
+    ("## Reading runs from object storage", "import pyarrow.fs"): "test_reading_from_object_storage",
     ("## Common tasks", "$ test-tube ls test_tube_logs --name demo --sort train_loss.min"):
         "test_common_tasks_comparing_in_the_terminal",
     ("## Common tasks", "from test_tube import Experiment"): "test_common_tasks_resuming",
@@ -395,6 +399,20 @@ def test_looking_at_results(first_example: Path) -> None:
     out = run_python(code + "print(table.num_rows, runs.num_rows, runs.column('status').to_pylist())\n", first_example,
                      "results.py")
     assert out.split() == ["10010", "1", "['finished']"]
+
+
+def test_reading_from_object_storage(first_example: Path, s3: S3Server, tmp_path: Path) -> None:
+    """The block against moto's S3 server: its endpoint and bucket for the README's, credentials from the env."""
+    upload_save_dir(first_example / "test_tube_logs", s3.filesystem(), f"{s3.bucket_name}/logs")
+    code = block("## Reading runs from object storage", "import pyarrow.fs").text
+    code = code.replace("127.0.0.1:9000", s3.endpoint).replace("my-bucket", s3.bucket_name)
+    cwd = workspace(tmp_path)
+    (cwd / "remote.py").write_text(code + "print(table.num_rows, runs.num_rows, same.num_rows, log_dir)\n",
+                                   encoding="utf-8")
+    out = shell("python remote.py", cwd, **s3.env())
+    rows, found, same, log_dir = out.split()
+    assert (rows, found, same) == ("10010", "1", "1")
+    assert log_dir == f"s3://{s3.bucket_name}/logs/dense_model/version_0?endpoint_override={s3.endpoint}&scheme=http"
 
 
 def test_search_example(tmp_path: Path) -> None:

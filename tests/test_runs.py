@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import test_tube
+from test_tube._store._reader import StoredRun
 from test_tube._store import _journal, _layout, _runs
 from test_tube._store._runs import run_status, runs
 
@@ -225,18 +226,35 @@ def test_empty_save_dir_gives_an_empty_table(tmp_path: Path) -> None:
 
 def test_finished_runs_are_not_read_row_by_row(save_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Finished runs are summarised from the Parquet footer and journal tail, as read() would."""
+    _runs._SUMMARIES.items.clear()  # summaries of earlier calls in this process would answer instead
     with monkeypatch.context() as m:
-        m.setattr(_runs, "_parquet_complete", lambda parquet, journal: False)  # every run through read()
+        m.setattr(_runs, "_parquet_complete", lambda run: False)  # every run through read()
         expected = runs(save_dir, "demo").to_pylist()
     calls: list[str] = []
 
-    def spy(log_dir: str) -> pa.Table:
-        calls.append(os.path.basename(log_dir))
-        return test_tube.read(log_dir)
+    def spy(run: StoredRun) -> pa.Table:
+        calls.append(os.path.basename(run.path))
+        return test_tube.read(run.path)
 
-    monkeypatch.setattr(_runs, "read", spy)
+    monkeypatch.setattr(_runs, "read_run", spy)
+    _runs._SUMMARIES.items.clear()
     assert _equal_rows(runs(save_dir, "demo").to_pylist(), expected)
     assert calls == ["version_2"]  # the crashed one only
+
+
+def test_a_run_summarised_before_is_read_again_once_its_files_change(tmp_path: Path) -> None:
+    """runs() keeps summaries of finished runs between calls, and a resumed run's new rows still show."""
+    with test_tube.Experiment(name="x", save_dir=tmp_path, record_git=False) as exp:
+        exp.log({"loss": 1.0})
+    assert runs(tmp_path).column("rows").to_pylist() == [1]
+    assert runs(tmp_path).column("rows").to_pylist() == [1]
+    with test_tube.Experiment(name="x", save_dir=tmp_path, version=0, record_git=False) as exp:
+        assert runs(tmp_path).column("status").to_pylist() == ["running"]
+        exp.log({"loss": 0.5})
+        exp.tag({"lr": 0.1})
+    table = runs(tmp_path)
+    assert table.column("rows").to_pylist() == [2] and table.column("loss.last").to_pylist() == [0.5]
+    assert table.column("status").to_pylist() == ["finished"] and table.column("lr").to_pylist() == [0.1]
 
 
 def test_a_parquet_older_than_the_journal_is_not_trusted(tmp_path: Path) -> None:
@@ -440,12 +458,16 @@ def _equal_rows(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
 
 
 def test_benchmark_script_runs_on_a_tiny_fixture(tmp_path: Path) -> None:
-    """benchmarks/bench_runs.py builds its runs, checks runs() on them and prints the median."""
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_runs.py"
-    proc = subprocess.run([sys.executable, str(script), "--runs", "6", "--rows", "1200", "--rounds", "2",
-                           "--dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    """benchmarks/bench_runs.py builds its runs, checks runs() on them and prints a row per size."""
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_runs.py"), "--sizes", "3,6", "--rows",
+                           "1200", "--rounds", "2", "--old-src", str(root / "src"), "--dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "runs() over 6 finished runs x 1200 rows: median" in proc.stdout
+    assert "| runs | runs() s | us/run | again s | old runs() s | old/runs() | baseline s | baseline/runs() |" \
+        in proc.stdout
+    rows = [line.split(" | ")[0] for line in proc.stdout.splitlines() if line.startswith("| ") and "x |" in line]
+    assert rows == ["| 3", "| 6"]
 
 
 # -- per-rank runs (Experiment(per_rank=True)) ------------------------------------------
@@ -523,3 +545,34 @@ def test_summarise_reads_name_version_and_rank_from_a_rank_folder(per_rank_dir: 
     """A rank folder summarised on its own knows its experiment, version and rank from the path."""
     summary = _runs.summarise(str(per_rank_dir / "ddp" / "version_3" / "rank_1"))
     assert (summary.name, summary.version, summary.rank, summary.rows) == ("ddp", 3, 1, 5)
+
+
+def test_read_and_runs_take_a_file_uri_and_a_local_filesystem(tmp_path: Path) -> None:
+    """file:// URIs and filesystem=LocalFileSystem() read as the plain path does; a wrong filesystem is named."""
+    import pyarrow.fs as pafs
+
+    with test_tube.Experiment(name="x", save_dir=tmp_path, record_git=False) as exp:
+        exp.log({"loss": 1.0})
+    log_dir = tmp_path / "x" / "version_0"
+    expected = test_tube.read(log_dir).to_pylist()
+    assert test_tube.read(f"file://{log_dir}").to_pylist() == expected
+    assert test_tube.read(str(log_dir), filesystem=pafs.LocalFileSystem()).to_pylist() == expected
+    assert runs(f"file://{tmp_path}").column("log_dir").to_pylist() == [str(log_dir)]
+    with pytest.raises(TypeError, match="filesystem must be a pyarrow.fs.FileSystem, got str"):
+        test_tube.runs(tmp_path, filesystem="s3")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="is a URI; with filesystem= it must be a path"):
+        test_tube.read(f"file://{log_dir}", filesystem=pafs.LocalFileSystem())
+
+
+def test_a_runs_warning_names_the_callers_line(tmp_path: Path) -> None:
+    """runs()'s warning about an unreadable file points at the line that called runs(), not into test_tube."""
+    import warnings
+
+    with test_tube.Experiment(name="bad", save_dir=tmp_path, record_git=False) as exp:
+        exp.log({"loss": 1.0})
+    (tmp_path / "bad" / "version_0" / _layout.TAGS).write_bytes(b"\xff\xfe")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        table = runs(tmp_path)
+    assert table.column("status").to_pylist() == ["damaged"]
+    assert [(w.category, w.filename) for w in seen] == [(RuntimeWarning, __file__)]

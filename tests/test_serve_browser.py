@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import pytest
 
 import test_tube
 
+from s3lib import S3Server
+from storelib import upload_save_dir
 from test_runs import build_per_rank
 from test_serve import Running, build_three_runs
 
@@ -113,6 +116,24 @@ def test_page_shows_the_runs_draws_a_chart_and_the_media(server: Running, browse
     # nothing went wrong in the page (a favicon miss would show here too)
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []
+
+
+@pytest.fixture(scope="module")
+def bucket_server(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """The same 3 runs copied into a bucket, in the layout a writer on object storage leaves; served by URI."""
+    save_dir = build_three_runs(tmp_path_factory.mktemp("browser-s3") / "logs")
+    s3_server.resume()
+    bucket = s3_server.bucket(f"tt-browser-{uuid.uuid4().hex[:8]}")
+    upload_save_dir(save_dir, s3_server.filesystem(), f"{bucket}/logs")
+    running = Running(s3_server.uri(bucket, "logs"))  # type: ignore[arg-type]
+    yield running
+    running.stop()
+
+
+def test_page_over_a_bucket_shows_the_runs_draws_a_chart_and_the_media(bucket_server: Running, browser: Any,
+                                                                      tmp_path: Path) -> None:
+    """test-tube serve s3://...: the same table, charts and images as over the local folder."""
+    test_page_shows_the_runs_draws_a_chart_and_the_media(bucket_server, browser, tmp_path)
 
 
 def test_a_missing_run_in_the_page_shows_a_message_not_a_traceback(server: Running, browser: Any) -> None:

@@ -377,15 +377,7 @@ class Experiment(SummaryWriterMethods):
             self._fast.open = True
 
     def _media_name(self, key: str, ext: str, step: int) -> str:
-        stem = media_stem(key, ext)
-        base = f"{stem}_{step}"
-        name = f"{base}.{ext}"
-        counter = 1
-        while name in self._media_names:
-            name = f"{base}_{counter}.{ext}"
-            counter += 1
-        self._media_names.add(name)
-        return f"{_layout.MEDIA}/{name}"
+        return _layout.media_name(media_stem(key, ext), ext, step, self._media_names)
 
     def _queued_rows(self) -> int:
         return self._writer.queued_rows()

@@ -26,18 +26,19 @@ from typing import Any, TextIO
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .._store import _journal, _layout, _ring_recovery, _runs
+from .._store import _layout, _runs
 
 from . import _table
 from .._errors import TestTubeError
 from .._experiment import DEFAULT_SAVE_DIR
-from .._store._read import read
-from .._store._runs import find_runs, rank_dirs, read_tag_texts, run_identity, run_status, runs
+from .._store._location import Location, resolve
+from .._store._read import read_run
+from .._store._reader import Store, StoredRun, run_id
+from .._store._runs import run_status, runs
 from ._serve import DEFAULT_PORT
 from .._store._schema import concat
 
 PROG = "test-tube"
-_RUN_FILES = (_layout.META, _layout.JOURNAL, _layout.CSV, _layout.PARQUET)
 # Left out of the aligned ls table (still in --csv and --json): the path is name/version_<N>[/rank_<r>].
 _LS_HIDDEN = ("log_dir",)
 
@@ -100,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     ls = command("ls", "List runs as a table: tags, status, and last/min/max of every numeric metric.",
                  "test-tube ls test_tube_logs --name mnist --where optimizer=adam --sort val_loss")
     ls.add_argument("save_dir", nargs="?", default=DEFAULT_SAVE_DIR, metavar="SAVE_DIR",
-                    help=f"folder holding experiments, or one experiment's folder (default: ./{DEFAULT_SAVE_DIR})")
+                    help=f"folder holding experiments, or one experiment's folder, or a URI such as "
+                         f"s3://bucket/logs?endpoint_override=host:port (default: ./{DEFAULT_SAVE_DIR})")
     ls.add_argument("--name", help="only this experiment")
     ls.add_argument("--sort", metavar="COLUMN",
                     help="sort by a column; a metric name means <metric>.last (ascending, missing last)")
@@ -114,14 +116,15 @@ def _parser() -> argparse.ArgumentParser:
 
     show = command("show", "Show one run: metadata, git snapshot, tags, row count, last rows, media.",
                    "test-tube show test_tube_logs/mnist/version_3 --rows 10")
-    show.add_argument("log_dir", metavar="LOG_DIR", help="a run's folder (<save_dir>/<name>/version_<N>, or .../version_<N>/rank_<r> for per_rank=True)")
+    show.add_argument("log_dir", metavar="LOG_DIR", help="a run's folder or URI (<save_dir>/<name>/version_<N>, or .../version_<N>/rank_<r> for "
+                           "per_rank=True)")
     show.add_argument("--rows", type=_non_negative, default=5, metavar="N", help="last rows to print (default 5)")
     show.set_defaults(func=cmd_show)
 
     plot = command("plot", "Plot one metric, one line per run, smoothed as in TensorBoard (PNG or SVG).",
                    "test-tube plot test_tube_logs/mnist --metric val_loss --label lr --smooth 0.6 -o loss.png")
     plot.add_argument("paths", nargs="+", metavar="PATH",
-                      help="run folders (LOG_DIR), or a SAVE_DIR / experiment folder for all its runs")
+                      help="run folders or URIs (LOG_DIR), or a SAVE_DIR / experiment folder for all its runs")
     plot.add_argument("--metric", required=True, help="the column to plot")
     plot.add_argument("--x", choices=("step", "time"), default="step",
                       help="x axis: step, or time since the run's first row (default step)")
@@ -138,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
 
     tail = command("tail", "Follow a running experiment: print rows as they are flushed, until it ends.",
                    "test-tube tail test_tube_logs/mnist/version_3")
-    tail.add_argument("log_dir", metavar="LOG_DIR", help="a run's folder")
+    tail.add_argument("log_dir", metavar="LOG_DIR", help="a run's folder or URI")
     tail.add_argument("--rows", type=_non_negative, default=10, metavar="N",
                       help="rows already written to print first (default 10)")
     tail.add_argument("--interval", type=_positive, default=0.5, metavar="S",
@@ -148,7 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = command("serve", "Show the runs in a web browser: table, live charts, images, metadata.",
                     f"test-tube serve test_tube_logs   # then open http://127.0.0.1:{DEFAULT_PORT}/")
     serve.add_argument("save_dir", nargs="?", default=DEFAULT_SAVE_DIR, metavar="SAVE_DIR",
-                       help=f"folder holding experiments, or one experiment's folder (default: ./{DEFAULT_SAVE_DIR})")
+                       help=f"folder holding experiments, or one experiment's folder, or a URI "
+                            f"(default: ./{DEFAULT_SAVE_DIR})")
     serve.add_argument("--port", type=_port, default=DEFAULT_PORT, metavar="N",
                        help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
     serve.add_argument("--host", default="127.0.0.1",
@@ -200,6 +204,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     """``test-tube ls``: the runs table."""
+    location = _location(args.save_dir)
     try:
         table = runs(args.save_dir, args.name)
     except FileNotFoundError as exc:
@@ -217,7 +222,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         out.write("\n")
     else:
         if table.num_rows == 0:
-            print(f"no runs in {args.save_dir}" + (f" matching {' '.join(args.where)}" if args.where else ""),
+            print(f"no runs in {location.shown}" + (f" matching {' '.join(args.where)}" if args.where else ""),
                   file=sys.stderr)
             return 0
         names = _text_columns(table, first=_column(table, args.sort, metric=True) if args.sort else None)
@@ -347,28 +352,38 @@ def _json_value(value: Any) -> Any:
 # -- show -------------------------------------------------------------------------
 
 
-def _run_dir(path: str) -> str:
-    if not os.path.isdir(path):
-        raise CliError(f"{path} is not a folder")
-    if not any(os.path.exists(os.path.join(path, f)) for f in _RUN_FILES):
-        ranks = rank_dirs(path)
+def _location(text: str) -> Location:
+    """Where a path or URI argument points; a URI pyarrow cannot open is a usage error naming it."""
+    try:
+        return resolve(text)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _run_dir(path: str) -> StoredRun:
+    """The run a LOG_DIR argument names (a folder, or a URI), or a usage error saying why it is none."""
+    run = StoredRun(_location(path))
+    if not run.exists():
+        raise CliError(f"{run.shown} is not a folder")
+    if not run.is_run():
+        ranks = run.rank_folders()
         if ranks:
-            raise CliError(f"{path} holds one run per rank (per_rank=True); name one of them, "
-                           f"like {ranks[0][1]}")
-        raise CliError(f"{path} is not a run folder (no {_layout.META}, {_layout.JOURNAL} or {_layout.CSV}); "
+            raise CliError(f"{run.shown} holds one run per rank (per_rank=True); name one of them, "
+                           f"like {ranks[0][1].shown}")
+        raise CliError(f"{run.shown} is not a run folder (no {_layout.META}, {_layout.JOURNAL} or {_layout.CSV}); "
                        f"run folders look like <save_dir>/<name>/version_<N> or <save_dir>/<name>/version_<N>/rank_<r>")
-    return path
+    return run
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     """``test-tube show``: one run in detail."""
-    log_dir = _run_dir(args.log_dir)
-    meta = _layout.read_meta(log_dir)
+    run = _run_dir(args.log_dir)
+    meta = run.meta()
     out = sys.stdout
-    name, version, rank = _run_name(log_dir)
+    name, version, rank = _run_name(run)
     fields: list[tuple[str, Any]] = [
-        ("run", _run_id(meta.get("name", name), meta.get("version", version), rank)),
-        ("log_dir", os.path.abspath(log_dir)),
+        ("run", run_id(meta.get("name", name), meta.get("version", version), rank)),
+        ("log_dir", run.shown),
         ("status", run_status(meta)),
         ("description", meta.get("description")),
         ("created_at", _utc(meta.get("created_at"))),
@@ -380,20 +395,20 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("git", _git_line(meta.get("git"))),
     ]
     _print_fields(out, fields)
-    tags = read_tag_texts(log_dir)
+    tags = run.tag_texts()
     out.write(f"tags ({len(tags)})\n")
     if tags:
         wide = max(len(k) for k in tags)
         for key, text in tags.items():
             out.write(f"  {key.ljust(wide)}  {text}\n")
-    table = read(log_dir)
+    table = read_run(run)
     columns = [f"{n} ({t})" for n, t in zip(table.column_names, table.schema.types) if n not in ("step", "created_at")]
     steps = ""
     if table.num_rows and "step" in table.column_names:
         bounds = pc.min_max(table.column("step"))
         steps = f" (steps {bounds['min'].as_py()}..{bounds['max'].as_py()})"
     _print_fields(out, [("rows", f"{table.num_rows}{steps}"), ("columns", ", ".join(columns) or "none"),
-                        ("media", _media_line(log_dir))])
+                        ("media", _media_line(run))])
     if args.rows and table.num_rows:
         last = table.slice(max(0, table.num_rows - args.rows))
         out.write(f"last {last.num_rows} rows\n")
@@ -428,11 +443,9 @@ def _git_line(git: Any) -> str | None:
     return ", ".join(parts)
 
 
-def _media_line(log_dir: str) -> str:
-    folder = os.path.join(log_dir, _layout.MEDIA)
-    try:
-        files = [e for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")]
-    except FileNotFoundError:
+def _media_line(run: StoredRun) -> str:
+    files = run.media()
+    if not files and _layout.MEDIA not in run.names():
         return "none"
     return f"{len(files)} file{'s' if len(files) != 1 else ''} in {_layout.MEDIA}/"
 
@@ -460,28 +473,28 @@ def cmd_plot(args: argparse.Namespace) -> int:
     folder = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(folder):
         raise CliError(f"-o {args.output}: the folder {folder} does not exist")
-    log_dirs = _plot_runs(args.paths)
-    experiments = {_run_name(d)[0] for d in log_dirs}
-    ranked = any(_run_name(d)[2] is not None for d in log_dirs)
+    found = _plot_runs(args.paths)
+    experiments = {_run_name(d)[0] for d in found}
+    ranked = any(_run_name(d)[2] is not None for d in found)
     lines: list[_plot.Series] = []
     skipped: list[str] = []
     available: set[str] = set()
-    for log_dir in log_dirs:
-        table = read(log_dir)
-        name, version, rank = _run_name(log_dir)
+    for run in found:
+        table = read_run(run)
+        name, version, rank = _run_name(run)
         available.update(n for n, t in zip(table.column_names, table.schema.types)
                          if n not in ("step", "created_at") and _plottable(t))
         if args.metric not in table.column_names:
-            skipped.append(_run_id(name, version, rank))
+            skipped.append(run_id(name, version, rank))
             continue
         if not _plottable(table.schema.field(args.metric).type):
-            raise CliError(f"metric {args.metric!r} is not numeric in {log_dir} "
+            raise CliError(f"metric {args.metric!r} is not numeric in {run.shown} "
                            f"({table.schema.field(args.metric).type})")
         x, y = _plot.series(table, args.metric, args.x)
         label = f"{name}/v{version}" if len(experiments) > 1 else f"v{version}"
         if ranked:
             label += f" r{rank}" if rank is not None else ""
-        tags = read_tag_texts(log_dir)
+        tags = run.tag_texts()
         label += "".join(f" {t}={tags[t]}" for t in args.label if t in tags)
         lines.append(_plot.Series(label, x, y))
     if not lines:
@@ -505,30 +518,28 @@ def _plottable(typ: pa.DataType) -> bool:
     return bool(pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ))
 
 
-def _plot_runs(paths: Sequence[str]) -> list[str]:
-    found: list[str] = []
+def _plot_runs(paths: Sequence[str]) -> list[StoredRun]:
+    found: list[StoredRun] = []
     for path in paths:
-        if not os.path.isdir(path):
-            raise CliError(f"{path} is not a folder")
-        if any(os.path.exists(os.path.join(path, f)) for f in _RUN_FILES):
-            found.append(path)
+        location = _location(path)
+        run = StoredRun(location)
+        if not run.exists():
+            raise CliError(f"{location.shown} is not a folder")
+        if run.is_run():
+            found.append(run)
             continue
-        ranks = rank_dirs(path)  # a version folder of per-rank runs: all its ranks
-        dirs = [d for _, d in ranks] if ranks else [run.log_dir for run in find_runs(path)]
-        if not dirs:
-            raise CliError(f"{path} holds no runs (expected a run folder or a save_dir)")
-        found.extend(dirs)
+        ranks = run.rank_folders()  # a version folder of per-rank runs: all its ranks
+        runs_in = [f for _, f in ranks] if ranks else [r.folder for r in Store(location).runs()]
+        if not runs_in:
+            raise CliError(f"{location.shown} holds no runs (expected a run folder or a save_dir)")
+        found.extend(runs_in)
     return found
 
 
-def _run_name(log_dir: str) -> tuple[str, str, int | None]:
+def _run_name(run: StoredRun) -> tuple[str, str, int | None]:
     """Experiment name, version (as text: a folder named otherwise gives its name) and rank of a run folder."""
-    name, version, rank = run_identity(log_dir)
-    return name, str(version) if version is not None else os.path.basename(os.path.abspath(log_dir)), rank
-
-
-def _run_id(name: Any, version: Any, rank: int | None) -> str:
-    return f"{name}/version_{version}" + (f"/rank_{rank}" if rank is not None else "")
+    name, version, rank = run.identity()
+    return name, str(version) if version is not None else run.path.rstrip("/").replace(os.sep, "/").rsplit("/", 1)[-1], rank
 
 
 # -- tail -------------------------------------------------------------------------
@@ -536,20 +547,20 @@ def _run_id(name: Any, version: Any, rank: int | None) -> str:
 
 def cmd_tail(args: argparse.Namespace) -> int:
     """``test-tube tail``: print rows as the writer flushes them, until the run ends."""
-    log_dir = _run_dir(args.log_dir)
-    journal = os.path.join(log_dir, _layout.JOURNAL)
+    run = _run_dir(args.log_dir)
     out = sys.stdout
     printer = _RowPrinter(out)
-    if not os.path.exists(journal) and os.path.exists(os.path.join(log_dir, _layout.CSV)):
+    names = run.names()
+    if _layout.JOURNAL not in names and _layout.JOURNAL_SEGMENTS not in names and _layout.CSV in names:
         # written by test-tube 0.7: nothing to follow
-        table = read(log_dir)
+        table = read_run(run)
         printer.print(table.slice(max(0, table.num_rows - args.rows)))
         return 0
     offset = 0
     first = True
     while True:
-        status = _status(log_dir)
-        frames, offset = _journal.read_frames(journal, offset)
+        status = _status(run)
+        frames, offset = run.frames(offset)
         if frames:
             table = concat(frames)
             if first:
@@ -558,11 +569,12 @@ def cmd_tail(args: argparse.Namespace) -> int:
         first = False
         if status != "running":
             # A run that died without closing: the rows its ring still holds come last.
-            left = _ring_recovery.ring_table(log_dir)
+            left = run.ring_table()
             if left is not None:
                 printer.print(left)
             break
         time.sleep(args.interval)
+        run = StoredRun(run.location)  # on object storage: list the new segments
     if status in ("finished", "unknown"):
         print(f"{PROG} tail: the run {'finished' if status == 'finished' else 'is not running'}", file=sys.stderr)
         return 0
@@ -571,8 +583,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 1
 
 
-def _status(log_dir: str) -> str:
-    meta = _layout.read_meta(log_dir)
+def _status(run: StoredRun) -> str:
+    meta = run.meta()
     return run_status(meta) if meta else "running"  # no meta yet: the run is starting
 
 
@@ -607,8 +619,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """``test-tube serve``: the web page, until Ctrl-C."""
     from . import _serve
 
-    if not os.path.isdir(args.save_dir):
-        raise CliError(f"{args.save_dir} is not a folder")
+    location = _location(args.save_dir)
+    if not StoredRun(location).exists():
+        raise CliError(f"{location.shown} is not a folder")
     try:
         server = _serve.Server(args.save_dir, args.host, args.port)
     except OSError as exc:
@@ -618,7 +631,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not server.loopback:
             print(f"{PROG} serve: warning: listening on {args.host}: anyone who can reach this address can read "
                   f"these runs", file=sys.stderr)
-        print(f"serving {os.path.abspath(args.save_dir)} at {server.url} (Ctrl-C to stop)", flush=True)
+        print(f"serving {location.shown} at {server.url} (Ctrl-C to stop)", flush=True)
         try:
             server.serve_forever()
         except KeyboardInterrupt:

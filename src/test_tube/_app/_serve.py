@@ -1,5 +1,9 @@
 """``test-tube serve``: a local web page over a save_dir, on the standard library's HTTP server.
 
+SAVE_DIR is a folder or a URI (``s3://bucket/logs?endpoint_override=...``):
+runs are found and read through the read layer (``_store._reader``), which
+lists a save_dir on object storage once per request.
+
 Routes (GET and HEAD only; the server never writes anything):
 
 * ``/``: the page; ``/static/<file>``: its JS and CSS, shipped in the package
@@ -23,7 +27,7 @@ A run is named by its experiment name, version and, for one rank of a
 ``per_rank=True`` version (``version_<N>/rank_<r>``), its rank; never by a
 path.  Its id is ``name/version_N`` or ``name/version_N/rank_r``.  Without
 ``rank`` a request names an ordinary version, with it one rank folder.  The
-name is looked up among the runs :func:`find_runs` lists, and the folder it
+name is looked up among the runs the read layer lists, and the folder it
 resolves to (symbolic links followed) must lie inside SAVE_DIR; anything else,
 including a run deleted while the page shows it, is a 404 with a message
 (JSON under ``/api/``, a small HTML page elsewhere), never a traceback.
@@ -62,13 +66,15 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.fs as pafs
 
-from .._store import _downsample, _journal, _layout, _ring_recovery
+from .._store import _downsample, _layout
 from ._plot import series as _metric_points
-from .._store._read import read
+from .._store._location import Location, resolve
+from .._store._read import read_run
+from .._store._reader import READ_FILES, FoundRun, Store, StoredRun, run_id
 from .._engine._rows import image_extension
-from .._store._runs import FoundRun, Summary, _parquet_complete, find_runs, read_tag_texts, run_status, summarise
+from .._store._runs import Summary, run_status, summarise
 from .._store._schema import concat
 
 #: The port ``test-tube serve`` listens on unless told otherwise (TensorBoard's 6006, plus one).
@@ -90,9 +96,6 @@ _STATIC = {
     "uplot/LICENSE": "text/plain; charset=utf-8",
 }
 _IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg"}
-# An image in media/ (key and step come from the rows, not from this name); temporary files start with "."
-_MEDIA_FILE = re.compile(r"[^.].*\.(?P<ext>png|jpe?g)", re.DOTALL)
-_RUN_FILES = (_layout.META, _layout.TAGS, _layout.JOURNAL, _layout.PARQUET, _layout.CSV)
 # The page and its assets only: nothing may be fetched from another origin.
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
@@ -153,9 +156,11 @@ class _Lru:
 class App:
     """What the server answers, independent of HTTP: runs, one run, series, media, static files."""
 
-    def __init__(self, save_dir: str | os.PathLike[str]) -> None:
-        self.save_dir = os.path.abspath(os.fspath(save_dir))
-        self.root = os.path.realpath(self.save_dir)
+    def __init__(self, save_dir: str | os.PathLike[str], filesystem: pafs.FileSystem | None = None) -> None:
+        self.store = Store(resolve(save_dir, filesystem))
+        self.local = self.store.location.local
+        self.save_dir = self.store.shown  # a URI without its credentials, on object storage
+        self.root = os.path.realpath(self.save_dir) if self.local else self.save_dir
         # Summaries are small; tables and series of a long run are not, so only a few are kept.
         self._summaries = _Lru(4096)
         self._tables = _Lru(2)
@@ -184,40 +189,39 @@ class App:
     def run(self, query: Mapping[str, list[str]]) -> dict[str, Any]:
         """One run: meta, tags as written, numeric columns, media by key."""
         found = self._run(query)
-        log_dir = found.log_dir
+        folder = found.folder
         try:
-            meta = _layout.read_meta(log_dir)
-            tags = read_tag_texts(log_dir)
+            meta = folder.meta()
+            tags = folder.tag_texts()
             try:
-                table = self._table(log_dir)
+                table = self._table(found)
             except (pa.ArrowTypeError, pa.ArrowInvalid):
-                table = read(log_dir)  # raises DamagedRunError naming the journal, for the page to show
-            media = self._media(log_dir, table)
+                table = read_run(folder)  # raises DamagedRunError naming the journal, for the page to show
+            media = self._media(found, table)
         except FileNotFoundError:
-            raise _gone(_run_id(found)) from None
+            raise _gone(found.id) from None
         columns = [n for n, t in zip(table.column_names, table.schema.types)
                    if n not in ("step", "created_at") and _numeric(t)]
-        return {"id": _run_id(found), "name": found.name, "version": found.version, "rank": found.rank,
+        return {"id": found.id, "name": found.name, "version": found.version, "rank": found.rank,
                 "status": run_status(meta), "rows": table.num_rows, "meta": meta, "tags": tags, "metrics": columns,
                 "media": media}
 
     def series(self, query: Mapping[str, list[str]]) -> dict[str, Any]:
         """One metric of one run, downsampled to at most four points per bucket."""
         found = self._run(query)
-        log_dir = found.log_dir
         metric = _param(query, "metric")
         x, buckets, x_min, x_max = _view_params(query)
         try:
-            key = (log_dir, metric, x, _signature(log_dir))
-            xs, ys, nonfinite = self._series.get(key, lambda: self._points(_run_id(found), log_dir, metric, x))
+            key = (found.log_dir, metric, x, found.folder.signature())
+            xs, ys, nonfinite = self._series.get(key, lambda: self._points(found, metric, x))
         except FileNotFoundError:
-            raise _gone(_run_id(found)) from None
+            raise _gone(found.id) from None
         total = len(xs)
         if x_min is not None or x_max is not None:
             xs, ys = _downsample.window(xs, ys, x_min, x_max)
         shown_x, shown_y = _downsample.envelope(xs, ys, buckets)
         # points: values a chart can place; nonfinite: NaN and infinities, which it cannot
-        return {"id": _run_id(found), "metric": metric, "x": x, "points": total,
+        return {"id": found.id, "metric": metric, "x": x, "points": total,
                 "nonfinite": nonfinite, "downsampled": len(shown_x) < len(xs),
                 "xs": shown_x.tolist(), "ys": shown_y.tolist()}
 
@@ -237,7 +241,7 @@ class App:
             raise HttpError(HTTPStatus.BAD_REQUEST, f"at most {MAX_SERIES} series a request, "
                                                     f"asked for {len(ids)} runs x {len(metrics)} metrics")
         x, buckets, x_min, x_max = _view_params(query)
-        by_id = {_run_id(found): found for found in self._found()}
+        by_id = {found.id: found for found in self._found()}
         wanted = list(dict.fromkeys(metrics))
 
         def one(run_id: str) -> tuple[list[bytes], list[dict[str, Any]]]:
@@ -247,12 +251,12 @@ class App:
             found = by_id.get(run_id)
             if found is None:
                 return parts, [{"id": run_id, "error": str(_gone(run_id, self.save_dir))}]
-            signature = _signature(found.log_dir)
+            signature = found.folder.signature()
             keys = {m: (found.log_dir, m, x, signature, buckets, x_min, x_max) for m in wanted}
             try:
                 todo = [m for m in wanted if self._reduced.peek(keys[m]) is None]
                 # Several series of one run not yet cached: its columns are read once, not once per metric.
-                table = self._metric_table(found.log_dir, todo, x) if len(todo) > 1 else None
+                table = self._metric_table(found, todo, x) if len(todo) > 1 else None
                 for metric in wanted:
                     part = self._reduced.peek(keys[metric])
                     if part is None:
@@ -283,37 +287,40 @@ class App:
         return head[:-1] + b', "series": [' + b", ".join(parts) + b"]}"
 
     def _reduce(self, found: FoundRun, metric: str, x: str, buckets: int, x_min: float | None,
-                x_max: float | None, signature: tuple[tuple[int, int] | None, ...],
+                x_max: float | None, signature: tuple[Any, ...],
                 table: pa.Table | None = None) -> dict[str, Any]:
         """One series as :meth:`series` answers it, for a run already looked up (``table``: its rows, if read)."""
-        run_id = _run_id(found)
         key = (found.log_dir, metric, x, signature)
-        xs, ys, nonfinite = self._series.get(key, lambda: self._points(run_id, found.log_dir, metric, x, table))
+        xs, ys, nonfinite = self._series.get(key, lambda: self._points(found, metric, x, table))
         total = len(xs)
         if x_min is not None or x_max is not None:
             xs, ys = _downsample.window(xs, ys, x_min, x_max)
         shown_x, shown_y = _downsample.envelope(xs, ys, buckets)
-        return {"id": run_id, "metric": metric, "x": x, "points": total, "nonfinite": nonfinite,
+        return {"id": found.id, "metric": metric, "x": x, "points": total, "nonfinite": nonfinite,
                 "downsampled": len(shown_x) < len(xs), "xs": shown_x.tolist(), "ys": shown_y.tolist()}
 
     def media_file(self, query: Mapping[str, list[str]]) -> tuple[bytes, str]:
         """The bytes and type of one image of a run, named as in :meth:`run`'s media list."""
         found = self._run(query)
-        log_dir = found.log_dir
         file = _param(query, "file")
-        missing = HttpError(HTTPStatus.NOT_FOUND, f"{_run_id(found)} has no image {file!r}")
-        match = _MEDIA_FILE.fullmatch(file)
+        missing = HttpError(HTTPStatus.NOT_FOUND, f"{found.id} has no image {file!r}")
+        kind = _layout.media_type(file)
         # A NUL byte never names a file (os.path refuses it with ValueError): checked before any path call.
-        if match is None or "\0" in file or os.sep in file or (os.altsep and os.altsep in file):
+        if kind is None or "\0" in file or "/" in file or os.sep in file or (os.altsep and os.altsep in file):
             raise missing
-        folder = os.path.join(log_dir, _layout.MEDIA)
+        if not self.local:
+            data = found.folder.read_bytes(f"{_layout.MEDIA}/{file}") if file in found.folder.media() else None
+            if data is None:
+                raise missing
+            return data, _IMAGE_TYPES[kind]
+        folder = os.path.join(found.log_dir, _layout.MEDIA)
         path = os.path.realpath(os.path.join(folder, file))
         if os.path.dirname(path) != os.path.realpath(folder) or not _inside(path, self.root):
             raise missing
         data = _read_regular(path)
         if data is None:
             raise missing
-        return data, _IMAGE_TYPES[match["ext"]]
+        return data, _IMAGE_TYPES[kind]
 
     @staticmethod
     def static(path: str) -> tuple[bytes, str]:
@@ -334,16 +341,21 @@ class App:
 
         Each ``log_dir`` is the resolved path, rank folders included: a
         ``rank_<r>`` link out of SAVE_DIR is left out like a version link.
+        On object storage there are no links: one listing of SAVE_DIR gives
+        every run and its files.
         """
         try:
-            found = find_runs(self.save_dir)
+            found = self.store.runs()
         except FileNotFoundError:
             raise HttpError(HTTPStatus.NOT_FOUND, f"{self.save_dir} no longer exists") from None
+        if not self.local:
+            return found
         inside = []
         for run in found:
             real = os.path.realpath(run.log_dir)
             if _inside(real, self.root) and self._files_inside(real):
-                inside.append(run._replace(log_dir=real))
+                location = Location(run.folder.fs, real, real)
+                inside.append(run._replace(log_dir=real, folder=StoredRun(location)))
         return inside
 
     def _files_inside(self, log_dir: str) -> bool:
@@ -352,7 +364,7 @@ class App:
         A run file that is a symbolic link out of SAVE_DIR (``meta_tags.csv`` ->
         someone's secrets on a shared disk) leaves the whole run out.
         """
-        for file in _RUN_FILES:
+        for file in READ_FILES:
             path = os.path.join(log_dir, file)
             if os.path.islink(path) and not _inside(os.path.realpath(path), self.root):
                 return False
@@ -367,7 +379,7 @@ class App:
         name = _param(query, "name")
         text = _param(query, "version")
         rank_text = query["rank"][-1] if query.get("rank") else None
-        wanted = f"{name}/version_{text}" + (f"/rank_{rank_text}" if rank_text is not None else "")
+        wanted = run_id(name, text, rank_text)
         if not _INDEX.fullmatch(text) or (rank_text is not None and not _INDEX.fullmatch(rank_text)):
             raise HttpError(HTTPStatus.NOT_FOUND, f"no run {wanted} in {self.save_dir}")
         version = int(text)
@@ -381,16 +393,16 @@ class App:
                     ranks.append(found.rank)
         if ranks and rank is None:
             # The version exists, as one run per rank: say how to name one.
-            raise HttpError(HTTPStatus.NOT_FOUND, f"{name}/version_{version} in {self.save_dir} holds one run "
+            raise HttpError(HTTPStatus.NOT_FOUND, f"{run_id(name, version)} in {self.save_dir} holds one run "
                                                   f"per rank; add rank= (one of {', '.join(map(str, ranks))})")
         raise _gone(wanted, self.save_dir)
 
     def _entry(self, run: FoundRun) -> tuple[Summary, dict[str, Any]]:
         """A run's summary and its entry in :meth:`runs` (JSON-ready, without its status), cached by its files."""
         def compute() -> tuple[Summary, dict[str, Any]]:
-            summary = summarise(run.log_dir, run.name, run.version, rank=run.rank)
+            summary = summarise(run.folder, run.name, run.version, rank=run.rank)
             entry = _jsonable({
-                "id": _run_id(run),
+                "id": run.id,
                 "name": run.name,
                 "version": run.version,
                 "rank": run.rank,
@@ -403,43 +415,53 @@ class App:
                 "metrics": {m: [s.last, s.min, s.max] for m, s in summary.metrics.items()},
             })
             return summary, entry
-        return self._summaries.get((run.log_dir, _signature(run.log_dir)), compute)
+        return self._summaries.get((run.log_dir, run.folder.signature()), compute)
 
-    def _table(self, log_dir: str) -> pa.Table:
+    def _table(self, found: FoundRun) -> pa.Table:
         """Every row of a run, as :func:`read` gives them.
 
         A run that is writing grows by journal frames: the frames after the
         cached end are read and appended, so a live 10^7-row run costs its new
-        rows per redraw, not its whole journal.  A journal that is another file
-        now (the run was deleted and made again) or shorter is read whole.
+        rows per redraw, not its whole journal (on object storage: its new
+        segments).  A journal that is another file now (the run was deleted
+        and made again) or shorter is read whole.
         """
-        if not os.path.isdir(log_dir):
+        folder = found.folder
+        log_dir = found.log_dir
+        if not folder.exists():
             raise FileNotFoundError(log_dir)
-        journal = os.path.join(log_dir, _layout.JOURNAL)
-        if os.path.exists(_ring_recovery.ring_path(log_dir)) and _ring_recovery.ring_table(log_dir) is not None:
-            return read(log_dir)  # a run that died without closing: its ring's rows too
-        try:
-            st = os.stat(journal)
-        except FileNotFoundError:  # a run of test-tube 0.7.5, or one not started yet
-            return self._tables.get((log_dir, _signature(log_dir)), lambda: read(log_dir))
-        ident = (st.st_dev, st.st_ino)
+        if folder.has_ring() and folder.ring_table() is not None:
+            return read_run(folder)  # a run that died without closing: its ring's rows too
+        if folder.local:
+            try:
+                st = os.stat(os.path.join(log_dir, _layout.JOURNAL))
+            except FileNotFoundError:  # a run of test-tube 0.7.5, or one not started yet
+                return self._tables.get((log_dir, folder.signature()), lambda: read_run(folder))
+            ident: Any = (st.st_dev, st.st_ino)
+            size = st.st_size
+        else:
+            pieces = folder.segments()
+            if not pieces:
+                return self._tables.get((log_dir, folder.signature()), lambda: read_run(folder))
+            ident = pieces[0][2].mtime_ns  # the first segment's time: another one means the run was made again
+            size = folder.journal_size()
         known = self._tables.peek(log_dir)
-        if known is not None and known[0] == ident and known[1] <= st.st_size:
+        if known is not None and known[0] == ident and known[1] <= size:
             _, start, table = known
-            if start == st.st_size:
+            if start == size:
                 return table
-            frames, end = _journal.read_frames(journal, start)
+            frames, end = folder.frames(start)
             if frames:
                 table = concat([table, *frames])
         else:
-            frames, end = _journal.read_frames(journal)
+            frames, end = folder.frames()
             if not frames:
-                return read(log_dir)  # no complete frame yet: whatever read() finds
+                return read_run(folder)  # no complete frame yet: whatever read() finds
             table = concat(frames)
         self._tables.put(log_dir, (ident, end, table))
         return table
 
-    def _metric_table(self, log_dir: str, metric: str | list[str], x: str) -> pa.Table:
+    def _metric_table(self, found: FoundRun, metric: str | list[str], x: str) -> pa.Table:
         """Rows holding at least ``metric`` (one name, or several) and the x column (``step``, or ``created_at`` for time).
 
         A run whose ``metrics.parquet`` holds every journaled row (a run that
@@ -447,27 +469,28 @@ class App:
         that is a fraction of the journal, which holds every column.  A run
         still writing is read through :func:`read` (the journal, cached).
         """
-        parquet = os.path.join(log_dir, _layout.PARQUET)
-        if _parquet_complete(parquet, os.path.join(log_dir, _layout.JOURNAL)):
+        folder = found.folder
+        if folder.parquet_complete():
             try:
-                names = pq.read_schema(parquet).names
+                names = folder.parquet_schema().names
                 wanted = ["created_at" if x == "time" else "step"] + ([metric] if isinstance(metric, str) else metric)
                 if all(c in names for c in wanted):
-                    return pq.read_table(parquet, columns=wanted)
+                    return folder.read_parquet(columns=wanted)
             except (OSError, pa.ArrowException):
                 pass  # replaced or damaged since: the journal is the record
-        return self._table(log_dir)
+        return self._table(found)
 
-    def _points(self, run_id: str, log_dir: str, metric: str, x: str,
+    def _points(self, found: FoundRun, metric: str, x: str,
                 table: pa.Table | None = None) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], int]:
         """x and y of the finite values of ``metric``, and how many NaN or infinite values were left out.
 
         ``table``: the run's rows, already read with this metric's column (else they are read here).
         """
-        if not os.path.isdir(log_dir):
-            raise FileNotFoundError(log_dir)
+        run_id = found.id
+        if not found.folder.exists():
+            raise FileNotFoundError(found.log_dir)
         if table is None or metric not in table.column_names:
-            table = self._metric_table(log_dir, metric, x)
+            table = self._metric_table(found, metric, x)
         if metric not in table.column_names or metric in ("step", "created_at"):
             raise HttpError(HTTPStatus.NOT_FOUND, f"{run_id} has no metric {metric!r}")
         if not _numeric(table.schema.field(metric).type):
@@ -480,7 +503,7 @@ class App:
             xs, ys = xs[finite], ys[finite]
         return xs, ys, nonfinite
 
-    def _media(self, log_dir: str, table: pa.Table) -> dict[str, list[tuple[int, str]]]:
+    def _media(self, found: FoundRun, table: pa.Table) -> dict[str, list[tuple[int, str]]]:
         """Images by logged key, each a list of ``(step, file)`` ordered by step, as the rows say.
 
         Key and step come from the row that logged the image (its cell holds
@@ -488,18 +511,28 @@ class App:
         keys and numbered when a key logs several images at one step.  Only
         regular files inside SAVE_DIR are listed: no FIFO, folder, or link out.
         """
-        if not os.path.isdir(log_dir):
-            raise FileNotFoundError(log_dir)
-        folder = os.path.join(log_dir, _layout.MEDIA)
-        try:
-            with os.scandir(folder) as entries:
-                names = {e.name: e for e in entries}
-        except (FileNotFoundError, NotADirectoryError):
-            return {}
-        real_folder = os.path.realpath(folder)
-        by_key: dict[str, list[tuple[int, str]]] = {}
+        if not found.folder.exists():
+            raise FileNotFoundError(found.log_dir)
         if "step" not in table.column_names:
             return {}
+        if self.local:
+            folder = os.path.join(found.log_dir, _layout.MEDIA)
+            try:
+                with os.scandir(folder) as entries:
+                    names = {e.name: e for e in entries}
+            except (FileNotFoundError, NotADirectoryError):
+                return {}
+            real_folder = os.path.realpath(folder)
+
+            def listable(file: str) -> bool:
+                entry = names.get(file)
+                return entry is not None and self._listable(entry, real_folder)
+        else:
+            stored = found.folder.media()
+
+            def listable(file: str) -> bool:
+                return file in stored
+        by_key: dict[str, list[tuple[int, str]]] = {}
         steps = table.column("step")
         prefix = _layout.MEDIA + "/"
         for key, typ in zip(table.column_names, table.schema.types):
@@ -511,8 +544,7 @@ class App:
                 if step is None or not cell.startswith(prefix):
                     continue
                 file = cell[len(prefix):]
-                entry = names.get(file)
-                if entry is not None and _MEDIA_FILE.fullmatch(file) and self._listable(entry, real_folder):
+                if _layout.media_type(file) and listable(file):
                     by_key.setdefault(key, []).append((step, file))
         return {key: sorted(by_key[key]) for key in sorted(by_key)}
 
@@ -550,11 +582,6 @@ def _text(typ: pa.DataType) -> bool:
     return bool(pa.types.is_string(typ) or pa.types.is_large_string(typ))
 
 
-def _run_id(run: FoundRun) -> str:
-    """``name/version_N``, or ``name/version_N/rank_r`` for one rank of a per-rank version."""
-    return f"{run.name}/version_{run.version}" + (f"/rank_{run.rank}" if run.rank is not None else "")
-
-
 def _gone(run_id: str, save_dir: str | None = None) -> HttpError:
     where = f" in {save_dir}" if save_dir else ""
     return HttpError(HTTPStatus.NOT_FOUND, f"no run {run_id}{where} (deleted, or never there)")
@@ -562,19 +589,6 @@ def _gone(run_id: str, save_dir: str | None = None) -> HttpError:
 
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _signature(log_dir: str) -> tuple[tuple[int, int] | None, ...]:
-    """Size and modification time of each file a run's reads depend on; changes when the writer flushes."""
-    out: list[tuple[int, int] | None] = []
-    for file in _RUN_FILES:
-        try:
-            st = os.stat(os.path.join(log_dir, file))
-        except FileNotFoundError:
-            out.append(None)
-        else:
-            out.append((st.st_size, st.st_mtime_ns))
-    return tuple(out)
 
 
 def _numeric(typ: pa.DataType) -> bool:
@@ -648,10 +662,12 @@ class Server(ThreadingHTTPServer):
 
     daemon_threads = True  # a page left open must not keep the process from exiting
 
-    def __init__(self, save_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
-        if not os.path.isdir(save_dir):
-            raise FileNotFoundError(f"{os.fspath(save_dir)} is not a folder")
-        self.app = App(save_dir)
+    def __init__(self, save_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
+                 filesystem: pafs.FileSystem | None = None) -> None:
+        app = App(save_dir, filesystem)
+        if not app.store.folder().exists():
+            raise FileNotFoundError(f"{app.save_dir} is not a folder")
+        self.app = app
         self.host = host
         if ":" in host:
             self.address_family = socket.AF_INET6

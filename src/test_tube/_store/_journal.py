@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -173,7 +173,7 @@ def scan(path: str | os.PathLike[str]) -> Scan:
     return Scan(size, tuple(frames), tuple(gaps), torn)
 
 
-def _frame_at(data: bytes, pos: int) -> Frame | None:
+def _frame_at(data: bytes | memoryview, pos: int) -> Frame | None:
     if pos + _HEADER.size > len(data):
         return None
     magic, length, crc = _HEADER.unpack_from(data, pos)
@@ -188,3 +188,78 @@ def _frame_at(data: bytes, pos: int) -> Frame | None:
     except (pa.ArrowInvalid, OSError):
         return None
     return Frame(pos, body + length, table)
+
+
+def frames_of(data: bytes | memoryview) -> tuple[list[pa.Table], int]:
+    """The complete frames at the start of ``data`` (bytes of a journal from a frame boundary on).
+
+    Returns them and the number of bytes they take; what follows is a torn or
+    damaged frame.  Reads a journal segment of object storage, which holds
+    whole frames only.
+    """
+    tables: list[pa.Table] = []
+    pos = 0
+    while (frame := _frame_at(data, pos)) is not None:
+        tables.append(frame.table)
+        pos = frame.end
+    return tables, pos
+
+
+def boundaries(path: str | os.PathLike[str]) -> list[int]:
+    """The offset where each complete frame of a journal ends, in order (none for a missing file)."""
+    return [end for _, end in iter_frames(path)]
+
+
+#: How far back :func:`last_frames` reads before it gives up on finding more frames.
+TAIL_BYTES = 8 * 2**20
+
+
+def last_frames(path: str | os.PathLike[str], budget: int = TAIL_BYTES) -> Iterator[pa.Table]:
+    """The complete frames of a journal file, last first, reading from its end (see :func:`last_frames_in`)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        yield from last_frames_in(lambda offset, n: os.pread(fd, n, offset), os.fstat(fd).st_size, budget)
+    finally:
+        os.close(fd)
+
+
+def last_frames_in(read_at: Callable[[int, int], bytes], size: int, budget: int = TAIL_BYTES) -> Iterator[pa.Table]:
+    """The complete frames of a journal of ``size`` bytes, last first; ``read_at(offset, n)`` reads it.
+
+    A frame is recognised by its magic, a length that ends exactly where the
+    next frame starts, and its checksum, so bytes of a payload that happen to
+    spell the magic are never mistaken for a header.  Stops at anything else
+    (a torn tail, more than ``budget`` bytes read).  The cost does not grow
+    with the journal's length.
+    """
+    end = size
+    while end > 0 and budget > 0:
+        window = min(end, 65_536)
+        while True:
+            data = read_at(end - window, window)
+            budget -= window
+            start = _frame_ending(data)
+            if start is not None or window == end or budget <= 0:
+                break
+            window = min(end, window * 4)
+        if start is None:
+            return
+        yield pa.ipc.open_stream(pa.py_buffer(memoryview(data)[start + _HEADER.size:])).read_all()
+        end -= window - start
+
+
+def _frame_ending(data: bytes) -> int | None:
+    """Offset in ``data`` of the frame that ends exactly at the end of ``data``."""
+    pos = len(data)
+    while True:
+        pos = data.rfind(MAGIC, 0, pos)
+        if pos < 0:
+            return None
+        if pos + _HEADER.size <= len(data):
+            _, length, crc = _HEADER.unpack_from(data, pos)
+            body = pos + _HEADER.size
+            if body + length == len(data) and zlib.crc32(memoryview(data)[body:]) == crc:
+                return pos

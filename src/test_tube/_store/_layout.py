@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import csv
 import fcntl
+import io
 import json
 import os
 import re
@@ -41,7 +42,9 @@ JOURNAL_SEGMENTS = "_journal"
 CLAIMS = "_claims"
 FORMAT = "test_tube/1"
 
-_VERSION_DIR = re.compile(r"version_(\d+)")
+VERSION_DIR = re.compile(r"version_(\d+)")
+# Experiment writes rank_{int}; no leading zeros, so that rank_01 cannot stand for the same rank as rank_1.
+RANK_DIR = re.compile(r"rank_(0|[1-9]\d*)")
 
 
 def segment_name(offset: int) -> str:
@@ -58,6 +61,30 @@ def segment_offset(name: str) -> int | None:
 _SEGMENT = re.compile(r"(\d{16})\.arrows")
 
 
+def media_name(stem: str, ext: str, step: int, taken: set[str]) -> str:
+    """The ``media/<file>`` cell of an image: ``<stem>_<step>.<ext>``, numbered when taken; adds it to ``taken``."""
+    base = f"{stem}_{step}"
+    name = f"{base}.{ext}"
+    counter = 1
+    while name in taken:
+        name = f"{base}_{counter}.{ext}"
+        counter += 1
+    taken.add(name)
+    return f"{MEDIA}/{name}"
+
+
+def media_type(file: str) -> str | None:
+    """The image format of a file in ``media/`` (``png``, ``jpg``, ``jpeg``); None for anything else.
+
+    Temporary files of a publish start with ``.`` and are never media.
+    """
+    m = _MEDIA_FILE.fullmatch(file)
+    return m.group(1) if m else None
+
+
+_MEDIA_FILE = re.compile(r"[^.].*\.(png|jpe?g)", re.DOTALL)
+
+
 def experiment_dir(save_dir: str, name: str) -> str:
     return os.path.join(save_dir, name)
 
@@ -72,7 +99,7 @@ def existing_versions(exp_dir: str) -> list[int]:
         entries = os.listdir(exp_dir)
     except FileNotFoundError:
         return []
-    return sorted(int(m.group(1)) for e in entries if (m := _VERSION_DIR.fullmatch(e)))
+    return sorted(int(m.group(1)) for e in entries if (m := VERSION_DIR.fullmatch(e)))
 
 
 def next_version(exp_dir: str) -> int:
@@ -173,9 +200,16 @@ def read_meta(log_dir: str) -> dict[str, Any]:
     path = os.path.join(log_dir, META)
     try:
         with open(path, "rb") as f:
-            meta = json.loads(f.read())
+            data = f.read()
     except FileNotFoundError:
         return {}
+    return parse_meta(data, path)
+
+
+def parse_meta(data: bytes, path: str) -> dict[str, Any]:
+    """``meta.experiment``'s bytes as a dict (see :func:`read_meta`); ``path`` names the file in errors."""
+    try:
+        meta = json.loads(data)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise DamagedRunError(f"{path} is damaged: {type(exc).__name__}: {str(exc)[:200]}; move it away to "
                               f"resume this version (it holds only metadata: created_at, description, status)",
@@ -228,10 +262,24 @@ def read_tag_rows(log_dir: str) -> list[list[str]]:
     """
     path = os.path.join(log_dir, TAGS)
     try:
-        with open(path, encoding="utf-8", newline="") as f:
-            return list(csv.reader(f))
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         return []
+    return parse_tag_rows(data, path)
+
+
+def parse_tag_rows(data: bytes, path: str) -> list[list[str]]:
+    """``meta_tags.csv``'s bytes as rows (see :func:`read_tag_rows`); ``path`` names the file in errors."""
+    try:
+        text = data.decode("utf-8")
+        if '"' not in text and "\r" not in text and "\0" not in text:
+            # What write_tags writes for plain values; csv.reader gives the same rows, slower.
+            lines = text.split("\n")
+            if lines[-1] == "":
+                lines.pop()
+            return [line.split(",") if line else [] for line in lines]
+        return list(csv.reader(io.StringIO(text, newline="")))
     except (ValueError, csv.Error) as exc:
         raise DamagedRunError(f"{path} is damaged: {type(exc).__name__}: {str(exc)[:200]}; move it away to "
                               f"resume this version (it holds the tags)", path=path) from None

@@ -13,29 +13,34 @@ A finished (or failed) run is summarised without loading its rows:
 
 A running, crashed or legacy run, or one whose ``metrics.parquet`` is older than
 its journal, is summarised from :func:`test_tube.read`, which is always current.
+
+The files are found and read through the read layer (``_reader``), the same
+way on a local disk and on object storage (where the journal is segments).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import threading
+from collections import OrderedDict
 import os
-import re
 import socket
 import time
-import warnings
-import zlib
-from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.fs as pafs
 
-from . import _journal, _layout
-from .._errors import DamagedRunError
-from ._read import read
+from . import _layout
+from .._errors import DamagedRunError, warn_from_caller
+from ._read import read_run
+from ._reader import FoundRun, Store, StoredRun
+from ._location import resolve
 
 #: Seconds without a heartbeat after which a run whose process cannot be
 #: checked (it ran on another host) counts as crashed; the bound is at least
@@ -51,20 +56,15 @@ RANK_COLUMN = "rank"
 #: A tag whose name is taken by a built-in or metric column gets this prefix.
 TAG_PREFIX = "tag:"
 
-_VERSION_DIR = re.compile(r"version_(\d+)")
-# Experiment writes rank_{int}; no leading zeros, so that rank_01 cannot stand for the same rank as rank_1.
-_RANK_DIR = re.compile(r"rank_(0|[1-9]\d*)")
-# The files that make a folder a run of its own; a version folder of per-rank runs has none of them.
-_RUN_FILES = (_layout.META, _layout.JOURNAL, _layout.CSV, _layout.PARQUET)
 _TIME_UTC = pa.timestamp("us", tz="UTC")
 _SKIP = ("step", "created_at")
 # How far back the journal is searched for last values before reading
 # the column from metrics.parquet instead.
 _TAIL_FRAMES = 16
-_TAIL_BYTES = 8 * 2**20
 
 
-def runs(save_dir: str | os.PathLike[str], name: str | None = None) -> pa.Table:
+def runs(save_dir: str | os.PathLike[str], name: str | None = None, *,
+         filesystem: pafs.FileSystem | None = None) -> pa.Table:
     """Summarise every run under ``save_dir`` as a ``pyarrow.Table``, one row per run.
 
     A run is a version folder, or, for ``Experiment(per_rank=True)``, one
@@ -92,82 +92,85 @@ def runs(save_dir: str | os.PathLike[str], name: str | None = None) -> pa.Table:
     the rows cannot be read: a warning names the file; the other runs are
     listed as usual).
 
+    ``save_dir`` is a local folder, or any URI that
+    ``pyarrow.fs.FileSystem.from_uri`` takes, its query options included
+    (``s3://bucket/logs?endpoint_override=host:port&scheme=http``); with
+    ``filesystem=`` (a ``pyarrow.fs.FileSystem``) it is a path in that
+    filesystem.  There ``log_dir`` is the run's URI without credentials.
     ``name`` restricts the table to one experiment.  ``save_dir`` may also be
     one experiment's folder (the one holding ``version_<N>`` folders).  Rows
     are ordered by name, then version, then rank.  Finished runs are read from
     their Parquet footer and journal tail, not row by row.  Reads only; safe to
     call while runs are writing.  Raises ``FileNotFoundError`` when
-    ``save_dir`` (or ``save_dir/name``) is not a folder.
+    ``save_dir`` (or ``save_dir/name``) is not a folder (on object storage:
+    when nothing is stored under it), and ``ValueError`` naming a URI that
+    pyarrow cannot open.
     """
-    found = find_runs(os.path.abspath(os.fspath(save_dir)), name)
-    summaries = [summarise(run.log_dir, run.name, run.version, rank=run.rank) for run in found]
-    return _table(summaries)
+    store = Store(resolve(save_dir, filesystem))
+    return _table(summarise_all(store.runs(name)))
 
 
-class FoundRun(NamedTuple):
-    """One run folder :func:`find_runs` found: a version folder, or a rank folder inside one."""
+def summarise_all(found: list[FoundRun]) -> list[Summary]:
+    """:func:`summarise` each run, in order; runs on object storage several at a time (each is requests).
 
-    name: str
-    version: int
-    rank: int | None
-    log_dir: str
+    A finished run whose files are as they were when this process last
+    summarised it (same size and time of each file the readers read, as a
+    ``stat`` or the save_dir's listing gives them) is not read again: only a
+    run's status can change without its files changing (a heartbeat that
+    stops), and that is worked out anew from its metadata each time.
+    """
+    if len(found) < 2 or all(run.folder.local for run in found):
+        return [_summary(run) for run in found]
+    with ThreadPoolExecutor(max_workers=min(REMOTE_READERS, len(found)), thread_name_prefix="test-tube-runs") as pool:
+        return list(pool.map(_summary, found))
+
+
+#: Runs on object storage that :func:`runs` summarises at once (their requests overlap).
+REMOTE_READERS = 16
+
+
+def _summary(run: FoundRun) -> Summary:
+    key = (run.log_dir, run.name, run.version, run.rank, run.folder.signature())
+    known = _SUMMARIES.get(key)
+    if known is not None:
+        return dataclasses.replace(known, status=run_status(known.meta))
+    summary = summarise(run.folder, run.name, run.version, rank=run.rank)
+    if summary.status in _SETTLED and summary.damage is None and summary.rows is not None:
+        # Only runs whose files no longer change, and only clean ones: a damaged run warns at every call.
+        _SUMMARIES.put(key, summary)
+    return summary
+
+
+class _Cache:
+    """Summaries of settled runs by their files' signature; least recently used ones go first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.items: OrderedDict[Any, Summary] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: Any) -> Summary | None:
+        with self.lock:
+            found = self.items.get(key)
+            if found is not None:
+                self.items.move_to_end(key)
+            return found
+
+    def put(self, key: Any, summary: Summary) -> None:
+        with self.lock:
+            self.items[key] = summary
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+
+_SETTLED = ("finished", "failed", "unknown")
+#: A few KB a run: tens of MB at most, for more runs than a save_dir usually holds.
+_SUMMARIES = _Cache(20_000)
 
 
 def find_runs(save_dir: str | os.PathLike[str], name: str | None = None) -> list[FoundRun]:
-    """Every run folder under ``save_dir``, ordered by name, version, rank (see :func:`runs`)."""
-    root = os.fspath(save_dir)
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"{root} is not a folder")
-    if name is not None:
-        exp_dir = os.path.join(root, name)
-        if not os.path.isdir(exp_dir):
-            raise FileNotFoundError(f"{root} has no experiment {name!r}")
-        return _versions(exp_dir, name)
-    found: list[FoundRun] = []
-    with os.scandir(root) as entries:
-        dirs = sorted(e.name for e in entries if e.is_dir())
-    if any(_VERSION_DIR.fullmatch(d) for d in dirs):
-        # save_dir is one experiment's folder
-        return _versions(root, os.path.basename(os.path.abspath(root)))
-    for exp in dirs:
-        found.extend(_versions(os.path.join(root, exp), exp))
-    return found
-
-
-def _versions(exp_dir: str, name: str) -> list[FoundRun]:
-    with os.scandir(exp_dir) as entries:
-        versions = sorted(
-            int(m.group(1)) for e in entries if (m := _VERSION_DIR.fullmatch(e.name)) and e.is_dir()
-        )
-    found: list[FoundRun] = []
-    for v in versions:
-        version_dir = os.path.join(exp_dir, f"version_{v}")
-        ranks = rank_dirs(version_dir)
-        if ranks:
-            found.extend(FoundRun(name, v, r, d) for r, d in ranks)
-        else:
-            found.append(FoundRun(name, v, None, version_dir))
-    return found
-
-
-def rank_dirs(version_dir: str) -> list[tuple[int, str]]:
-    """``(rank, folder)`` of each ``rank_<r>`` folder of a per-rank version, by rank.
-
-    Empty for an ordinary version: one with a run file of its own
-    (``meta.experiment``, the journal, ``metrics.csv`` or ``metrics.parquet``),
-    or without ``rank_<r>`` folders.  One ``scandir`` of the folder.
-    """
-    ranks: list[tuple[int, str]] = []
-    try:
-        with os.scandir(version_dir) as entries:
-            for e in entries:
-                if e.name in _RUN_FILES:
-                    return []
-                if (m := _RANK_DIR.fullmatch(e.name)) and e.is_dir():
-                    ranks.append((int(m.group(1)), e.path))
-    except (FileNotFoundError, NotADirectoryError):
-        return []  # deleted while listed
-    return sorted(ranks)
+    """Every run folder under a local ``save_dir``, ordered by name, version, rank (see :func:`runs`)."""
+    return Store(resolve(save_dir)).runs(name)
 
 
 # -- status -----------------------------------------------------------------
@@ -282,7 +285,7 @@ class Summary:
 
     name: str
     version: int
-    log_dir: str
+    log_dir: str  # the path, or on object storage the URI without credentials
     meta: dict[str, Any]
     status: str
     rows: int | None = None
@@ -293,52 +296,53 @@ class Summary:
     damage: str | None = None  # what makes the run "damaged", naming the file
 
 
-def summarise(log_dir: str, name: str | None = None, version: int | None = None, *,
+def summarise(log_dir: str | StoredRun, name: str | None = None, version: int | None = None, *,
               rank: int | None = None) -> Summary:
     """Summarise one run folder (see :func:`runs`); reads only.
 
-    ``name`` and ``version`` default to what the path says
-    (``<name>/version_<N>``, or ``<name>/version_<N>/rank_<r>``, which also
-    gives ``rank``); pass them when the caller already knows.
+    ``log_dir``: a local path, or a run folder of the read layer.  ``name``
+    and ``version`` default to what the path says (``<name>/version_<N>``,
+    or ``<name>/version_<N>/rank_<r>``, which also gives ``rank``); pass them
+    when the caller already knows.
     """
+    run = log_dir if isinstance(log_dir, StoredRun) else StoredRun(resolve(log_dir))
+    shown = run.shown
     damage: list[str] = []
-    meta = _read_meta(log_dir, damage)
-    path_name, path_version, path_rank = run_identity(log_dir)
-    if name is None:
-        name = path_name
-    if version is None:
-        version = path_version if path_version is not None else meta.get("version", -1)
-    if rank is None:
-        rank = path_rank
-    summary = Summary(name, _version(version), log_dir, meta, run_status(meta), rank=rank)
+    meta = _read_meta(run, damage)
+    if name is None or version is None or rank is None:
+        path_name, path_version, path_rank = run.identity()
+        if name is None:
+            name = path_name
+        if version is None:
+            version = path_version if path_version is not None else meta.get("version", -1)
+        if rank is None:
+            rank = path_rank
+    summary = Summary(name, _version(version), shown, meta, run_status(meta), rank=rank)
     try:
-        summary.tags = read_tag_texts(log_dir)
+        summary.tags = run.tag_texts()
     except (OSError, DamagedRunError) as exc:
         damage.append(str(exc))
-        warnings.warn(f"test_tube.runs(): unreadable {_layout.TAGS} in {log_dir}: {exc}", RuntimeWarning,
-                      stacklevel=3)
+        warn_from_caller(f"test_tube.runs(): unreadable {_layout.TAGS} in {shown}: {exc}", RuntimeWarning)
     if damage:
         summary.damage = damage[0]
         summary.status = "damaged"
-    parquet = os.path.join(log_dir, _layout.PARQUET)
-    journal = os.path.join(log_dir, _layout.JOURNAL)
-    if summary.status in ("finished", "failed") and _parquet_complete(parquet, journal):
+    if summary.status in ("finished", "failed") and _parquet_complete(run):
         try:
-            _from_parquet(summary, parquet, journal)
+            _from_parquet(summary, run)
             return summary
         except (OSError, pa.ArrowException):
             # a damaged metrics.parquet: the journal still has every row
             summary.metrics = {}
     try:
-        _from_table(summary, read(log_dir))
+        _from_table(summary, read_run(run))
     except (OSError, pa.ArrowException, DamagedRunError) as exc:
         summary.rows = summary.last_step = None
         summary.metrics = {}
         if isinstance(exc, DamagedRunError) or summary.damage:
             summary.damage = summary.damage or str(exc)
             summary.status = "damaged"
-        warnings.warn(f"test_tube.runs(): cannot read the rows of {log_dir}: {type(exc).__name__}: {exc}",
-                      RuntimeWarning, stacklevel=3)
+        warn_from_caller(f"test_tube.runs(): cannot read the rows of {shown}: {type(exc).__name__}: {exc}",
+                         RuntimeWarning)
     return summary
 
 
@@ -352,48 +356,18 @@ def _version(value: Any) -> int:
         return -1
 
 
-def run_identity(log_dir: str) -> tuple[str, int | None, int | None]:
-    """Experiment name, version and rank that a run folder's path spells.
-
-    ``<name>/version_<N>/rank_<r>`` gives ``(name, N, r)``,
-    ``<name>/version_<N>`` gives ``(name, N, None)``; a folder named otherwise
-    gives its parent's name and no version or rank.
-    """
-    absolute = os.path.abspath(log_dir)
-    parent, base = os.path.split(absolute)
-    rank = _RANK_DIR.fullmatch(base)
-    if rank and (version := _VERSION_DIR.fullmatch(os.path.basename(parent))):
-        return os.path.basename(os.path.dirname(parent)), int(version.group(1)), int(rank.group(1))
-    m = _VERSION_DIR.fullmatch(base)
-    return os.path.basename(parent), int(m.group(1)) if m else None, None
-
-
-def _read_meta(log_dir: str, damage: list[str]) -> dict[str, Any]:
+def _read_meta(run: StoredRun, damage: list[str]) -> dict[str, Any]:
     try:
-        return _layout.read_meta(log_dir)
+        return run.meta()
     except (OSError, DamagedRunError) as exc:
         damage.append(str(exc))
-        warnings.warn(f"test_tube.runs(): unreadable {_layout.META} in {log_dir}: {exc}", RuntimeWarning,
-                      stacklevel=4)
+        warn_from_caller(f"test_tube.runs(): unreadable {_layout.META} in {run.shown}: {exc}", RuntimeWarning)
         return {}
 
 
-def read_tag_texts(log_dir: str) -> dict[str, str]:
-    """The tags of a run as the text written in ``meta_tags.csv``, in order."""
-    rows = _layout.read_tag_rows(log_dir)
-    return {row[0]: row[1] for row in rows[1:] if len(row) >= 2}
-
-
-def _parquet_complete(parquet: str, journal: str) -> bool:
-    """Whether ``metrics.parquet`` holds every journaled row: it was written after the journal."""
-    try:
-        p = os.stat(parquet).st_mtime_ns
-    except FileNotFoundError:
-        return False
-    try:
-        return p >= os.stat(journal).st_mtime_ns
-    except FileNotFoundError:
-        return True
+def _parquet_complete(run: StoredRun) -> bool:
+    """Whether ``metrics.parquet`` holds every journaled row (a hook the tests replace)."""
+    return run.parquet_complete()
 
 
 def _is_metric(name: str, typ: pa.DataType) -> bool:
@@ -421,31 +395,32 @@ def _from_table(summary: Summary, table: pa.Table) -> None:
         summary.metrics[name] = _coerce(metric)
 
 
-def _from_parquet(summary: Summary, parquet: str, journal: str) -> None:
+def _from_parquet(summary: Summary, run: StoredRun) -> None:
     """Summarise a closed run from the Parquet footer and the journal's last frames."""
-    with pa.OSFile(parquet) as f:  # a plain file skips pyarrow's filesystem lookup (a third of the cost)
-        meta = pq.read_metadata(f)
+    meta = run.parquet_metadata()
     schema = meta.schema.to_arrow_schema()
     summary.rows = meta.num_rows
-    wanted: dict[str, int] = {}  # metric -> column index
+    wanted: dict[str, tuple[int, bool]] = {}  # metric -> column index, and whether its raw bounds are its values
     for i, f in enumerate(schema):
-        if _is_metric(f.name, f.type):
-            wanted[f.name] = i
-            summary.metrics[f.name] = Metric(_metric_type(f.type))
+        typ = f.type
+        if _is_metric(f.name, typ):
+            wanted[f.name] = i, typ in _RAW_BOUNDS
+            summary.metrics[f.name] = Metric(_metric_type(typ))
     to_read: set[str] = set()
     seen: set[str] = set()
     for g in range(meta.num_row_groups):
         group = meta.row_group(g)
         rows = group.num_rows
-        for name, i in wanted.items():
+        for name, (i, raw) in wanted.items():
             stats = group.column(i).statistics
             if stats is None:
                 to_read.add(name)
                 continue
             if stats.has_min_max:
                 metric = summary.metrics[name]
-                metric.min = stats.min if metric.min is None else min(metric.min, stats.min)
-                metric.max = stats.max if metric.max is None else max(metric.max, stats.max)
+                low, high = (stats.min_raw, stats.max_raw) if raw else (stats.min, stats.max)
+                metric.min = low if metric.min is None else min(metric.min, low)
+                metric.max = high if metric.max is None else max(metric.max, high)
                 seen.add(name)
             elif stats.null_count != rows:
                 to_read.add(name)  # values but no bounds: all NaN, or a writer without them
@@ -453,19 +428,25 @@ def _from_parquet(summary: Summary, parquet: str, journal: str) -> None:
     need = {name for name in wanted if name in seen or name in to_read}
     if meta.num_rows and "step" in schema.names:
         need.add("step")
-    last = _tail_values(journal, need) if need else {}
+    last = _tail_values(run, need) if need else {}
     missing = (need - set(last)) | to_read
     if missing:
-        _read_columns(summary, parquet, sorted(missing), last, bounds=to_read)
+        _read_columns(summary, run, sorted(missing), last, bounds=to_read)
     summary.last_step = last.get("step")
     for name, metric in summary.metrics.items():
         metric.last = last.get(name)
         summary.metrics[name] = _coerce(metric)
 
 
-def _read_columns(summary: Summary, parquet: str, names: list[str], last: dict[str, Any], bounds: set[str]) -> None:
+# Arrow types whose Parquet statistics are stored as the value itself (DOUBLE, FLOAT, INT64 without a
+# logical type that changes them): their raw bounds skip pyarrow's conversion, a third of the footer's cost.
+_RAW_BOUNDS = (pa.float64(), pa.float32(), pa.int64())
+
+
+def _read_columns(summary: Summary, run: StoredRun, names: list[str], last: dict[str, Any],
+                  bounds: set[str]) -> None:
     """Fill what the footer and journal could not: last values, and bounds of ``bounds``."""
-    table = pq.read_table(parquet, columns=names)
+    table = run.read_parquet(columns=names)
     for name in names:
         column = table.column(name)
         if name not in last:
@@ -475,7 +456,7 @@ def _read_columns(summary: Summary, parquet: str, names: list[str], last: dict[s
             summary.metrics[name].min, summary.metrics[name].max = b["min"].as_py(), b["max"].as_py()
 
 
-def _tail_values(journal: str, names: set[str]) -> dict[str, Any]:
+def _tail_values(run: StoredRun, names: set[str]) -> dict[str, Any]:
     """The last non-null value of each of ``names``, from the journal's last frames.
 
     Looks at no more than ``_TAIL_FRAMES`` frames; a name not found there is
@@ -483,7 +464,7 @@ def _tail_values(journal: str, names: set[str]) -> dict[str, Any]:
     """
     found: dict[str, Any] = {}
     todo = set(names)
-    frames = _frames_backwards(journal)
+    frames = run.last_frames()
     try:
         for count, frame in enumerate(frames):
             for name, column in zip(frame.column_names, frame.columns):
@@ -497,53 +478,6 @@ def _tail_values(journal: str, names: set[str]) -> dict[str, Any]:
     finally:
         frames.close()  # closes the journal now, not when the generator is collected
     return found
-
-
-def _frames_backwards(path: str) -> Generator[pa.Table, None, None]:
-    """The complete frames of a journal, last first.
-
-    A frame is recognised by its magic, a length that ends exactly where the
-    next frame starts, and its checksum, so bytes of a payload that happen to
-    spell the magic are never mistaken for a header.  Stops at anything else
-    (a torn tail, more than ``_TAIL_BYTES`` read).
-    """
-    header = _journal._HEADER
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        return
-    with f:
-        end = f.seek(0, os.SEEK_END)
-        budget = _TAIL_BYTES
-        while end > 0 and budget > 0:
-            window = min(end, 65_536)
-            while True:
-                f.seek(end - window)
-                data = f.read(window)
-                budget -= window
-                start = _find_frame(data, header)
-                if start is not None or window == end or budget <= 0:
-                    break
-                window = min(end, window * 4)
-            if start is None:
-                return
-            payload = memoryview(data)[start + header.size:]
-            yield pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
-            end -= window - start
-
-
-def _find_frame(data: bytes, header: Any) -> int | None:
-    """Offset in ``data`` of the frame that ends exactly at the end of ``data``."""
-    pos = len(data)
-    while True:
-        pos = data.rfind(_journal.MAGIC, 0, pos)
-        if pos < 0:
-            return None
-        if pos + header.size <= len(data):
-            _, length, crc = header.unpack_from(data, pos)
-            body = pos + header.size
-            if body + length == len(data) and zlib.crc32(memoryview(data)[body:]) == crc:
-                return pos
 
 
 def _last_valid(column: pa.ChunkedArray | pa.Array) -> Any:
