@@ -57,6 +57,9 @@ LIVE_HEARTBEAT = 60.0
 
 ENV_SPOOL = "TEST_TUBE_SPOOL"
 
+#: In the spool: the claim of the session writing it (hidden: never uploaded).
+CLAIM_FILE = ".claim"
+
 _VERSION_DIR = re.compile(r"version_(\d+)")
 
 
@@ -154,11 +157,12 @@ def claim_new(fs: pafs.FileSystem, exp_path: str, start: int | None = None) -> t
         version = max(version + 1, next_version(fs, exp_path))
 
 
-def claim_existing(fs: pafs.FileSystem, version_path: str) -> str:
+def claim_existing(fs: pafs.FileSystem, version_path: str, spool: str) -> str:
     """Claim a version that holds data already (to take it up); return our claim.
 
     Raises ``VersionInUseError`` when another writer claimed it at the same
-    time or its heartbeat says it is running.
+    time or its heartbeat says it is running.  The claim an ended session of
+    this host left in ``spool`` (its upload did not finish) is not a rival.
     """
     claim = join(version_path, _layout.CLAIMS, _token())
     _put(fs, claim, b"")
@@ -166,20 +170,48 @@ def claim_existing(fs: pafs.FileSystem, version_path: str) -> str:
     ours = next((f for f in files if f.path == claim), None)
     now = ours.mtime.timestamp() if ours is not None and ours.mtime is not None else time.time()
     claims_dir = join(version_path, _layout.CLAIMS) + "/"
-    rivals = [f for f in files if f.path.startswith(claims_dir) and f.path != claim
+    left = _claim_left_in(spool)
+    rivals = [f for f in files if f.path.startswith(claims_dir) and f.path not in (claim, left)
               and f.mtime is not None and f.mtime.timestamp() > now - FRESH_CLAIM]
     meta = next((f for f in files if f.path == join(version_path, _layout.META)), None)
     why = ""
     if rivals:
         why = f"another writer claimed it {now - rivals[0].mtime.timestamp():.0f} s ago"
     elif meta is not None and meta.mtime is not None and meta.mtime.timestamp() > now - LIVE_HEARTBEAT:
-        if _read_json(fs, meta.path).get("status") == "running":
+        found = _read_json(fs, meta.path)
+        # The heartbeat of the ended session whose claim the spool recorded is not a live writer.
+        session = f"{found.get('host')}-{found.get('pid')}-"
+        if found.get("status") == "running" and not (left and left.rsplit("/", 1)[-1].startswith(session)):
             why = "its meta.experiment says running, with a heartbeat under a minute old"
     if why:
         fs.delete_file(claim)
         raise VersionInUseError(f"{version_path} is open for writing elsewhere ({why}); use another version, "
                                 f"or close the other Experiment first", log_dir=version_path)
+    if left and any(f.path == left for f in files):
+        try:
+            fs.delete_file(left)
+        except OSError:
+            pass  # stale either way: it only keeps new claimers off this number
     return claim
+
+
+def _claim_left_in(spool: str) -> str:
+    """The claim an ended session of this host recorded in its spool ('' if none, or if it is still running)."""
+    try:
+        with open(os.path.join(spool, CLAIM_FILE), encoding="utf-8") as f:
+            left = f.read().strip()
+    except FileNotFoundError:
+        return ""
+    try:
+        os.close(_layout.lock(spool))  # taken only if the session that wrote it has ended
+    except VersionInUseError:
+        return ""
+    return left
+
+
+def record_claim(remote: RemoteVersion) -> None:
+    """Note our claim in the spool, so the next session here knows it for ours if this one cannot delete it."""
+    _layout.publish(os.path.join(remote.spool, CLAIM_FILE), remote.claim.encode(), fsync=False)
 
 
 def _read_json(fs: pafs.FileSystem, path: str) -> dict[str, Any]:
@@ -200,7 +232,7 @@ def open_version(location: Location, fs: pafs.FileSystem, name: str, version: in
     else:
         version_path = join(exp_path, f"version_{version}")
         if _files(fs, version_path):
-            claim = claim_existing(fs, version_path)
+            claim = claim_existing(fs, version_path, os.path.join(spool_root(location), name, f"version_{version}"))
             taken_up = True
         else:
             found, claim = claim_new(fs, exp_path, start=version)
@@ -216,6 +248,7 @@ def open_version(location: Location, fs: pafs.FileSystem, name: str, version: in
         else:
             _set_aside(spool, "a new version was claimed on the store")
         os.makedirs(spool, exist_ok=True)
+        record_claim(remote)
     except BaseException:
         remote.release_claim()
         raise
