@@ -216,3 +216,21 @@ def test_file_uri_and_a_plain_path_write_the_same_local_folder(tmp_path: Path, s
         assert exp.log_dir == str(tmp_path / "loc" / "version_0")
     assert test_tube.read(tmp_path / "loc" / "version_0").column("a").to_pylist() == [1]
     assert not spool.exists()
+
+
+def test_per_rank_with_a_version_writes_one_folder_per_rank(s3: S3Server) -> None:
+    """per_rank=True with version=N: each rank claims version_N/rank_<r>/ of its own; without a version it is
+    refused, naming what to pass."""
+    uri = s3.uri(s3.bucket_name, "ddp")
+    ranks = [Experiment(save_dir=uri, name="d", version=3, rank=r, per_rank=True, record_git=False) for r in (0, 1)]
+    for r, exp in enumerate(ranks):
+        exp.log({"rank": r})
+        exp.close()
+    fs = s3.filesystem()
+    for r in (0, 1):
+        table = pq.read_table(f"{s3.bucket_name}/ddp/d/version_3/rank_{r}/metrics.parquet", filesystem=fs)
+        assert table.column("rank").to_pylist() == [r]
+    with pytest.raises(ValueError, match="version="):
+        Experiment(save_dir=uri, name="d", rank=0, per_rank=True, record_git=False)
+    with Experiment(save_dir=uri, name="d", record_git=False) as later:
+        assert later.version == 4

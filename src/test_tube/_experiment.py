@@ -669,11 +669,15 @@ class Experiment(SummaryWriterMethods):
         self._folder.after_fork_in_child()
 
     def get_data_path(self, exp_name: str, exp_version: int) -> str:
-        """The version folder of ``exp_name``/``exp_version`` under this save_dir."""
+        """The version folder of ``exp_name``/``exp_version`` under this save_dir (a path in the store on one)."""
+        if self._options.remote:
+            return self._options.location.join(exp_name, f"version_{exp_version}")
         return _layout.version_dir(self.save_dir, exp_name, exp_version)
 
     def get_media_path(self, exp_name: str, exp_version: int) -> str:
         """The ``media/`` folder of ``exp_name``/``exp_version`` under this save_dir."""
+        if self._options.remote:
+            return f"{self.get_data_path(exp_name, exp_version)}/{_layout.MEDIA}"
         return os.path.join(self.get_data_path(exp_name, exp_version), _layout.MEDIA)
 
     def __enter__(self) -> Experiment:

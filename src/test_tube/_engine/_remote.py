@@ -39,7 +39,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from .._errors import FinalFlushWarning, VersionInUseError
+from .._errors import UploadWarning, VersionInUseError
 from .._store import _layout
 from .._store._location import Location
 
@@ -99,6 +99,7 @@ class RemoteVersion:
     path: str  # <prefix>/<name>/version_<N> in the filesystem
     claim: str  # our claim object
     spool: str  # the local version folder the engine writes
+    version: int = 0
     #: bytes of the journal already on the store (its segments, contiguous from 0)
     uploaded_journal: int = 0
     #: media names already on the store
@@ -141,9 +142,9 @@ def _put(fs: pafs.FileSystem, path: str, data: bytes) -> None:
         out.write(data)
 
 
-def claim_new(fs: pafs.FileSystem, exp_path: str, start: int | None = None) -> tuple[int, str]:
-    """Claim the next free version under ``exp_path`` (or ``start`` and up); return it and our claim."""
-    version = next_version(fs, exp_path) if start is None else start
+def claim_new(fs: pafs.FileSystem, exp_path: str) -> tuple[int, str]:
+    """Claim the next free version under ``exp_path``; return it and our claim."""
+    version = next_version(fs, exp_path)
     token = _token()
     while True:
         version_path = join(exp_path, f"version_{version}")
@@ -223,25 +224,27 @@ def _read_json(fs: pafs.FileSystem, path: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def open_version(location: Location, fs: pafs.FileSystem, name: str, version: int | None) -> RemoteVersion:
-    """Claim (or take up) a version on the store and prepare its spool; nothing is uploaded yet."""
+def open_version(location: Location, fs: pafs.FileSystem, name: str, version: int | None,
+                 rank_dir: str = "") -> RemoteVersion:
+    """Claim (or take up) a version on the store and prepare its spool; nothing is uploaded yet.
+
+    ``rank_dir`` (``rank_<r>``, with ``per_rank`` and a given version) is the folder of that version claimed.
+    """
     exp_path = location.join(name)
     taken_up = False
     if version is None:
         version, claim = claim_new(fs, exp_path)
+        folder = join(exp_path, f"version_{version}")
     else:
-        version_path = join(exp_path, f"version_{version}")
-        if _files(fs, version_path):
-            claim = claim_existing(fs, version_path, os.path.join(spool_root(location), name, f"version_{version}"))
+        folder = join(exp_path, f"version_{version}", rank_dir)
+        spool = os.path.join(spool_root(location), name, f"version_{version}", rank_dir)
+        if _files(fs, folder):
+            claim = claim_existing(fs, folder, spool)
             taken_up = True
         else:
-            found, claim = claim_new(fs, exp_path, start=version)
-            if found != version:
-                fs.delete_file(claim)
-                raise VersionInUseError(f"{version_path} was claimed by another writer at the same moment; "
-                                        f"use another version", log_dir=version_path)
-    spool = os.path.join(spool_root(location), name, f"version_{version}")
-    remote = RemoteVersion(fs, join(exp_path, f"version_{version}"), claim, spool)
+            claim = _claim_exactly(fs, folder)
+    spool = os.path.join(spool_root(location), name, f"version_{version}", rank_dir)
+    remote = RemoteVersion(fs, folder, claim, spool, version)
     try:
         if taken_up:
             _download(remote)
@@ -255,14 +258,25 @@ def open_version(location: Location, fs: pafs.FileSystem, name: str, version: in
     return remote
 
 
+def _claim_exactly(fs: pafs.FileSystem, folder: str) -> str:
+    """Claim this empty folder by the sole-claim rule, or raise ``VersionInUseError``."""
+    claim = join(folder, _layout.CLAIMS, _token())
+    _put(fs, claim, b"")
+    if [f.path for f in _files(fs, folder)] != [claim]:
+        fs.delete_file(claim)
+        raise VersionInUseError(f"{folder} was claimed by another writer at the same moment; use another version",
+                                log_dir=folder)
+    return claim
+
+
 def _set_aside(spool: str, why: str) -> None:
     """Move a spool folder that does not belong to the run being opened out of the way, never deleting it."""
     if not os.path.exists(spool):
         return
     aside = f"{spool}.set-aside-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     os.replace(spool, aside)
-    warnings.warn(f"test_tube: the spool folder {spool} held files the store does not have ({why}); "
-                  f"moved to {aside}, nothing deleted", FinalFlushWarning, stacklevel=4)
+    warnings.warn(UploadWarning(f"test_tube: the spool folder {spool} held files the store does not have ({why}); "
+                                f"moved to {aside}, nothing deleted", spool=aside), stacklevel=4)
 
 
 def _download(remote: RemoteVersion) -> None:

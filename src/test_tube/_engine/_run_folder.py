@@ -97,20 +97,20 @@ class RunFolder:
         """Claim a version on object storage and lock its local spool (see ``_remote``).
 
         Raises ``VersionInUseError`` when another writer has it, ``WriterError``
-        when the store cannot be reached, and ``ValueError`` for ``per_rank``,
-        whose ranks agree on a version through files on a shared disk.
+        when the store cannot be reached, and ``ValueError`` for ``per_rank``
+        without a version (its ranks agree on one through files on a shared disk).
         """
-        if per_rank:
-            raise ValueError("per_rank=True is not supported with an object-storage save_dir yet: the ranks agree "
-                             "on a version through a shared folder; pass version=... (each rank then writes "
-                             "rank_<r>/ of it) or give each rank its own name")
+        if per_rank and version is None:
+            raise ValueError("per_rank=True with an object-storage save_dir needs version=...: the ranks agree on "
+                             "a version through a shared folder, which a store is not; each rank then writes "
+                             "version_<N>/rank_<r>/")
         fs = _remote.writer_filesystem(location, given=given_filesystem)
         try:
-            remote = _remote.open_version(location, fs, name, version)
+            remote = _remote.open_version(location, fs, name, version, f"rank_{rank}" if per_rank else "")
         except OSError as exc:
             raise WriterError(f"could not claim a version of {name!r} in {location.shown}: "
                               f"{type(exc).__name__}: {exc}", path=location.path) from exc
-        folder = cls(remote.spool, int(remote.path.rsplit("_", 1)[1]))
+        folder = cls(remote.spool, remote.version)
         folder.remote = remote
         try:
             folder._lock_fd = _layout.lock(remote.spool)
