@@ -46,10 +46,10 @@ from test_tube import Experiment  # noqa: E402
 _REQUEST = re.compile(rb'"(GET|PUT|POST|DELETE|HEAD) ')
 
 
-def one_run(save_dir: str, rows: int, name: str) -> dict[str, Any]:
+def one_run(save_dir: str, rows: int, name: str, flush_interval: float = 2.0) -> dict[str, Any]:
     """One run of ``rows`` rows: times of open, the loop, close; the upload stage's counters."""
     t0 = time.perf_counter()
-    exp = Experiment(save_dir=save_dir, name=name, record_git=False)
+    exp = Experiment(save_dir=save_dir, name=name, record_git=False, flush_interval=flush_interval)
     t1 = time.perf_counter()
     log = exp.log
     for i in range(rows):
@@ -70,6 +70,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--big", type=int, default=1_000_000, help="rows of the run whose upload work is counted")
+    parser.add_argument("--big-flush", type=float, default=0.02,
+                        help="flush_interval of that run: a tight loop logs 10**6 rows in about a second, so a short "
+                             "interval gives it the many flushes (and doubling uploads) of a long run")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "s3"))
     args = parser.parse_args()
 
@@ -97,10 +100,16 @@ def main() -> None:
         assert table.num_rows == args.rows, "the object was not complete when close() returned"
 
         before = len(_REQUEST.findall(server_log.read_bytes()))
-        big = one_run(uri, args.big, "big")
+        big = one_run(uri, args.big, "big", flush_interval=args.big_flush)
         http = len(_REQUEST.findall(server_log.read_bytes())) - before
         infos = fs.get_file_info(pafs.FileSelector(big["log_dir"], recursive=True))
         stored = sum(i.size for i in infos if i.type == pafs.FileType.File)
+        kinds: dict[str, int] = {}
+        for i in infos:
+            if i.type == pafs.FileType.File:
+                rel = i.path[len(big["log_dir"]) + 1:]
+                kind = rel.split("/")[0] if "/" in rel else rel
+                kinds[kind] = kinds.get(kind, 0) + i.size
         scale = 1e6 / args.big
     finally:
         server.kill()
@@ -119,7 +128,8 @@ def main() -> None:
         "medians": {label: {"local": lo, "s3": s3, "ratio": ratio, "unit": unit} for label, lo, s3, ratio, unit in rows},
         "per_million_rows": {"upload_bytes": big["bytes"] * scale, "upload_requests": big["requests"] * scale,
                              "http_requests": http * scale, "stored_bytes": stored * scale},
-        "big_run": {k: big[k] for k in ("log_ns", "close_s", "end_to_end_s")},
+        "big_run": {**{k: big[k] for k in ("log_ns", "close_s", "end_to_end_s")}, "flush_interval": args.big_flush,
+                    "stored_by_object": kinds},
         "raw": results,
     }
     lines = [f"# bench_s3: local save_dir against s3:// (moto on 127.0.0.1), {args.rows:,} rows x {args.rounds} "
@@ -128,11 +138,12 @@ def main() -> None:
         fmt = "{:.0f} " if unit == "ns" else "{:.3f} "
         lines.append(f"| {label} | {fmt.format(lo)}{unit} | {fmt.format(s3)}{unit} | {ratio:.2f} |")
     per = report["per_million_rows"]
-    lines += ["", f"Upload work per 10^6 rows (one run of {args.big:,} rows, flush_interval 2 s, scaled): "
+    lines += ["", f"Upload work per 10^6 rows (one run of {args.big:,} rows, flush_interval {args.big_flush:g} s, scaled): "
               f"{per['upload_bytes'] / 2**20:.1f} MiB uploaded in {per['upload_requests']:.0f} PUTs by the upload "
               f"stage, {per['http_requests']:.0f} HTTP requests seen by the server, "
               f"{per['stored_bytes'] / 2**20:.1f} MiB stored at the end; that run's close() took "
-              f"{big['close_s']:.3f} s to a complete object."]
+              f"{big['close_s']:.3f} s to a complete object. Stored, by object: "
+              + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])) + "."]
     text = "\n".join(lines) + "\n"
     print(text)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

@@ -234,3 +234,17 @@ def test_per_rank_with_a_version_writes_one_folder_per_rank(s3: S3Server) -> Non
         Experiment(save_dir=uri, name="d", rank=0, per_rank=True, record_git=False)
     with Experiment(save_dir=uri, name="d", record_git=False) as later:
         assert later.version == 4
+
+
+def test_the_s3_benchmark_runs_at_a_tiny_size(s3_server: S3Server, tmp_path: Path) -> None:
+    """benchmarks/bench_s3.py runs end to end (its own server) and reports every figure it promises."""
+    out = tmp_path / "s3"
+    done = subprocess.run([sys.executable, str(Path(__file__).parent.parent / "benchmarks" / "bench_s3.py"),
+                           "--rows", "2000", "--rounds", "1", "--big", "5000", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert set(report["medians"]) == {"log() per row", "end to end", "close() to complete", "Experiment() open"}
+    per = report["per_million_rows"]
+    assert per["upload_requests"] > 0 and per["http_requests"] >= per["upload_requests"]
+    assert per["upload_bytes"] >= per["stored_bytes"] > 0  # every stored byte went up through the upload stage
