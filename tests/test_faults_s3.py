@@ -48,16 +48,17 @@ def test_a_paused_server_loses_nothing_and_log_keeps_returning(s3: S3Server) -> 
     s3.pause()
     try:
         # Every one of these returns while the server answers nothing (the loop reaching its end shows it),
-        # across many flushes that each wake the upload stage.
-        for i in range(100, 30_000):
-            exp.log({"i": i})
-        with pytest.raises((WriterError, TimeoutError)):
-            exp.save(timeout=1.0)  # rows journaled locally; the store has not taken them
+        # across flushes that each wake the upload stage, and after saves that could not reach the store.
+        for k in range(5):
+            for i in range(100 + k * 6_000, 100 + (k + 1) * 6_000):
+                exp.log({"i": i})
+            with pytest.raises((WriterError, TimeoutError)):
+                exp.save(timeout=0.3)  # rows journaled locally; the store has not taken them
     finally:
         s3.resume()
     exp.save()
     exp.close()
-    assert rows_on_store(s3, "p/pause/version_0") == list(range(30_000))
+    assert rows_on_store(s3, "p/pause/version_0") == list(range(30_100))
     meta = json.loads(s3.filesystem().open_input_stream(f"{s3.bucket_name}/p/pause/version_0/meta.experiment").read())
     assert meta["status"] == "finished"
 

@@ -75,7 +75,11 @@ class Experiment(SummaryWriterMethods):
 
     Args:
         save_dir: root folder; ``None`` means ``./test_tube_logs`` in the
-            current working directory.
+            current working directory.  Or any URI ``pyarrow.fs.FileSystem.from_uri``
+            takes, query options included (``s3://bucket/logs?endpoint_override=host:port``):
+            the writer then works in a local spool (``_remote``) and a background
+            upload stage (``_upload``) publishes whole objects; ``log_dir`` is then
+            the run's path in the store.
         name: experiment name; files go to ``<save_dir>/<name>/version_<N>/``.
         debug: if true, nothing is created, no thread starts, every method does nothing.
         version: ``None`` claims the next free version; an existing version is
@@ -105,6 +109,8 @@ class Experiment(SummaryWriterMethods):
         image_workers: threads encoding images in parallel.
         jpeg_quality: JPEG quality (1-95) for ``jpg``/``jpeg`` keys.
         record_git: record the HEAD commit and dirty flag in ``meta.experiment``.
+        filesystem: a ready ``pyarrow.fs.FileSystem`` (your endpoint, credentials and
+            timeouts); ``save_dir`` is then a path in it, as in pyarrow's own ``(path, filesystem=)``.
     """
 
     def __init__(
