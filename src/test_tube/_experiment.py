@@ -499,6 +499,10 @@ class Experiment(SummaryWriterMethods):
         ``media/``.  ``metrics.parquet`` is refreshed when its rule says so (it is
         never more than half the run behind) and is complete after ``close()``.
 
+        On object storage it also waits until the journal, the images and the
+        tags are in the store, and raises ``WriterError`` (cause chained) when
+        the store answered nothing for 10 s (every row stays in the local spool).
+
         Raises ``WriterError`` (cause chained) if the writer failed, and
         ``TimeoutError`` if ``timeout`` seconds pass first.
         """
@@ -526,7 +530,9 @@ class Experiment(SummaryWriterMethods):
         call does nothing; ``log()`` afterwards raises ``ExperimentClosedError``.
         ``failed=True`` records the run as ``failed`` (end reason
         ``close(failed=True)``) instead of ``finished``: for a training loop that
-        stopped on an error it handled itself.
+        stopped on an error it handled itself.  On object storage it then waits
+        for the uploads at most ``timeout`` (default ``exit_timeout``) seconds;
+        an ``UploadWarning`` names what was not uploaded and the spool keeping it.
         """
         if self._inert or self._closed or self._pid != os.getpid():
             self._closed = True
