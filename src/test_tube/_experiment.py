@@ -7,7 +7,6 @@ import signal
 import sys
 import threading
 import time
-import warnings
 from collections import deque
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -23,7 +22,7 @@ from ._engine import _exit, _options, _rank, _ring
 from . import _git
 
 from ._store import _journal, _layout
-from ._errors import ExperimentClosedError, LogTypeError, LogValueError, UploadWarning
+from ._errors import ExperimentClosedError, LogTypeError, LogValueError, UploadWarning, warn_from_caller
 from ._engine._fastpath import FastPath, Steps, shape_of
 from ._engine._media import MediaEncoder
 from ._engine._options import Options
@@ -630,11 +629,11 @@ class Experiment(SummaryWriterMethods):
         assert self._upload is not None
         missing = self._upload.finish(timeout)
         if missing:
-            warnings.warn(UploadWarning(
+            warn_from_caller(UploadWarning(
                 f"test_tube: {self.name}/version_{self.version} is not complete on the store {self.save_dir} "
                 f"after {timeout:g} s: not uploaded: {missing}. Every row is kept in the local spool "
                 f"{self._upload.spool}; opening this version again on this host (version={self.version}) "
-                f"uploads the rest", spool=self._upload.spool), stacklevel=3)
+                f"uploads the rest", spool=self._upload.spool))
 
     def _on_publish(self) -> None:
         """Called by the writer after each flush: refresh the metadata files (the heartbeat)."""

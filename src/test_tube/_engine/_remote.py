@@ -33,13 +33,12 @@ import re
 import shutil
 import socket
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow.fs as pafs
 
-from .._errors import UploadWarning, VersionInUseError
+from .._errors import UploadWarning, VersionInUseError, warn_from_caller
 from .._store import _layout
 from .._store._location import Location
 
@@ -275,8 +274,8 @@ def _set_aside(spool: str, why: str) -> None:
         return
     aside = f"{spool}.set-aside-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     os.replace(spool, aside)
-    warnings.warn(UploadWarning(f"test_tube: the spool folder {spool} held files the store does not have ({why}); "
-                                f"moved to {aside}, nothing deleted", spool=aside), stacklevel=4)
+    warn_from_caller(UploadWarning(f"test_tube: the spool folder {spool} held files the store does not have "
+                                   f"({why}); moved to {aside}, nothing deleted", spool=aside))
 
 
 def _download(remote: RemoteVersion) -> None:
