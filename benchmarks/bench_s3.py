@@ -12,12 +12,12 @@ same process run, the two alternating round by round:
   returns only then) against the local close();
 * upload work per 10**6 rows: bytes and requests counted by the upload stage,
   and the HTTP requests the server logged (pyarrow's own: multipart parts,
-  listings), for one run of ``--big`` rows scaled to 10**6.
+  listings), for one run of ``--big`` rows paced at ``--big-rate`` rows a second, scaled to 10**6.
 
 Medians over ``--rounds`` rounds, with the ratio S3 / local.
 
-    .venv/bin/python benchmarks/bench_s3.py                     # 200,000 rows x 5 rounds, 10**6 for the bytes
-    .venv/bin/python benchmarks/bench_s3.py --rows 50000 --rounds 3 --big 200000
+    .venv/bin/python benchmarks/bench_s3.py      # 200,000 rows x 5 rounds; 10**6 rows paced over 20 s for the bytes
+    .venv/bin/python benchmarks/bench_s3.py --rows 50000 --rounds 3 --big 200000 --big-rate 0
 """
 
 from __future__ import annotations
@@ -46,14 +46,22 @@ from test_tube import Experiment  # noqa: E402
 _REQUEST = re.compile(rb'"(GET|PUT|POST|DELETE|HEAD) ')
 
 
-def one_run(save_dir: str, rows: int, name: str, flush_interval: float = 2.0) -> dict[str, Any]:
-    """One run of ``rows`` rows: times of open, the loop, close; the upload stage's counters."""
+def one_run(save_dir: str, rows: int, name: str, flush_interval: float = 2.0, rate: float = 0.0) -> dict[str, Any]:
+    """One run of ``rows`` rows: times of open, the loop, close; the upload stage's counters.
+
+    ``rate`` > 0 paces the loop at that many rows a second (in batches of 1,000), as a training loop is paced
+    by its steps; 0 is a tight loop.
+    """
     t0 = time.perf_counter()
     exp = Experiment(save_dir=save_dir, name=name, record_git=False, flush_interval=flush_interval)
     t1 = time.perf_counter()
     log = exp.log
     for i in range(rows):
         log({"loss": 1.0 / (i + 1), "acc": i * 1e-6, "epoch": i // 1000})
+        if rate and i % 1000 == 999:
+            ahead = t1 + (i + 1) / rate - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
     t2 = time.perf_counter()
     upload = exp._upload
     exp.close()
@@ -70,9 +78,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--big", type=int, default=1_000_000, help="rows of the run whose upload work is counted")
-    parser.add_argument("--big-flush", type=float, default=0.02,
-                        help="flush_interval of that run: a tight loop logs 10**6 rows in about a second, so a short "
-                             "interval gives it the many flushes (and doubling uploads) of a long run")
+    parser.add_argument("--big-rate", type=float, default=50_000,
+                        help="rows a second that run is paced at (0: a tight loop); 50,000 spreads 10**6 rows over "
+                             "20 s, ten flushes at the default flush_interval of 2 s")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "s3"))
     args = parser.parse_args()
 
@@ -100,7 +108,7 @@ def main() -> None:
         assert table.num_rows == args.rows, "the object was not complete when close() returned"
 
         before = len(_REQUEST.findall(server_log.read_bytes()))
-        big = one_run(uri, args.big, "big", flush_interval=args.big_flush)
+        big = one_run(uri, args.big, "big", rate=args.big_rate)
         http = len(_REQUEST.findall(server_log.read_bytes())) - before
         infos = fs.get_file_info(pafs.FileSelector(big["log_dir"], recursive=True))
         stored = sum(i.size for i in infos if i.type == pafs.FileType.File)
@@ -128,7 +136,7 @@ def main() -> None:
         "medians": {label: {"local": lo, "s3": s3, "ratio": ratio, "unit": unit} for label, lo, s3, ratio, unit in rows},
         "per_million_rows": {"upload_bytes": big["bytes"] * scale, "upload_requests": big["requests"] * scale,
                              "http_requests": http * scale, "stored_bytes": stored * scale},
-        "big_run": {**{k: big[k] for k in ("log_ns", "close_s", "end_to_end_s")}, "flush_interval": args.big_flush,
+        "big_run": {**{k: big[k] for k in ("log_ns", "close_s", "end_to_end_s")}, "rate": args.big_rate,
                     "stored_by_object": kinds},
         "raw": results,
     }
@@ -138,7 +146,9 @@ def main() -> None:
         fmt = "{:.0f} " if unit == "ns" else "{:.3f} "
         lines.append(f"| {label} | {fmt.format(lo)}{unit} | {fmt.format(s3)}{unit} | {ratio:.2f} |")
     per = report["per_million_rows"]
-    lines += ["", f"Upload work per 10^6 rows (one run of {args.big:,} rows, flush_interval {args.big_flush:g} s, scaled): "
+    paced = f"paced at {args.big_rate:,.0f} rows/s" if args.big_rate else "a tight loop"
+    lines += ["", f"Upload work per 10^6 rows (one run of {args.big:,} rows, {paced}, flush_interval 2 s, "
+              f"{big['end_to_end_s']:.1f} s in all, scaled): "
               f"{per['upload_bytes'] / 2**20:.1f} MiB uploaded in {per['upload_requests']:.0f} PUTs by the upload "
               f"stage, {per['http_requests']:.0f} HTTP requests seen by the server, "
               f"{per['stored_bytes'] / 2**20:.1f} MiB stored at the end; that run's close() took "

@@ -240,7 +240,7 @@ def test_the_s3_benchmark_runs_at_a_tiny_size(s3_server: S3Server, tmp_path: Pat
     """benchmarks/bench_s3.py runs end to end (its own server) and reports every figure it promises."""
     out = tmp_path / "s3"
     done = subprocess.run([sys.executable, str(Path(__file__).parent.parent / "benchmarks" / "bench_s3.py"),
-                           "--rows", "2000", "--rounds", "1", "--big", "5000", "--out", str(out)],
+                           "--rows", "2000", "--rounds", "1", "--big", "5000", "--big-rate", "5000", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.with_suffix(".json").read_text())

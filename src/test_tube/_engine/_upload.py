@@ -276,12 +276,20 @@ class Uploader:
             self._put(_layout.TAGS, tags)
             with self._cond:
                 self._tags_sent = tags
-        self._send_snapshots()
-        if final:
+        if not final:
+            self._send_snapshots()
+        else:
+            self._drop_snapshots()  # superseded: the complete files go up now
             for rel, st in list(self._published_files()):
                 if self._sent.get(rel) != (st.st_ino, st.st_size, st.st_mtime_ns):
                     self._send_file(rel)
         self._send_meta(final)
+
+    def _drop_snapshots(self) -> None:
+        with self._cond:
+            snaps, self._snapshots = self._snapshots, {}
+        for fd, _ in snaps.values():
+            os.close(fd)
 
     def _send_journal(self, limit: int) -> None:
         while self.journal_sent < limit:
