@@ -1,8 +1,8 @@
 """A version folder on object storage: its claim, its local spool, and taking it up again.
 
 Object storage has no ``mkdir`` that fails when the folder exists and no lock
-that dies with its holder, so the version is claimed by the rule of
-``s3-layout``: PUT ``version_<N>/_claims/<host>-<pid>-<random>``, then LIST
+that dies with its holder (and pyarrow offers no conditional PUT), so a
+version is claimed with plain PUT and LIST: PUT ``version_<N>/_claims/<host>-<pid>-<random>``, then LIST
 ``version_<N>/``; the claim wins iff it is the only claim listed and nothing
 else is there.  Of two claimers, the one whose LIST comes second sees the
 other's claim (S3 is strongly consistent: list-after-write), so at most one
@@ -294,7 +294,7 @@ def _download(remote: RemoteVersion) -> None:
     end = 0
     for off, info in segments:
         if off != end:
-            break  # a gap: nothing after it is trusted (s3-layout)
+            break  # a gap: nothing after it is trusted, as a reader does
         contiguous.append(info)
         end += info.size
     journal = os.path.join(spool, _layout.JOURNAL)
