@@ -219,8 +219,7 @@ def test_file_uri_and_a_plain_path_write_the_same_local_folder(tmp_path: Path, s
 
 
 def test_per_rank_with_a_version_writes_one_folder_per_rank(s3: S3Server) -> None:
-    """per_rank=True with version=N: each rank claims version_N/rank_<r>/ of its own; without a version it is
-    refused, naming what to pass."""
+    """per_rank=True with version=N: each rank claims version_N/rank_<r>/ of its own."""
     uri = s3.uri(s3.bucket_name, "ddp")
     ranks = [Experiment(save_dir=uri, name="d", version=3, rank=r, per_rank=True, record_git=False) for r in (0, 1)]
     for r, exp in enumerate(ranks):
@@ -230,10 +229,40 @@ def test_per_rank_with_a_version_writes_one_folder_per_rank(s3: S3Server) -> Non
     for r in (0, 1):
         table = pq.read_table(f"{s3.bucket_name}/ddp/d/version_3/rank_{r}/metrics.parquet", filesystem=fs)
         assert table.column("rank").to_pylist() == [r]
-    with pytest.raises(ValueError, match="version="):
-        Experiment(save_dir=uri, name="d", rank=0, per_rank=True, record_git=False)
     with Experiment(save_dir=uri, name="d", record_git=False) as later:
         assert later.version == 4
+
+
+def test_per_rank_ranks_of_one_launch_agree_on_a_version_through_the_store(s3: S3Server, tmp_path: Path,
+                                                                         spool: Path) -> None:
+    """Two ranks of a torchrun launch (TORCHELASTIC_RUN_ID, no process group), each its own process and spool:
+    rank 0 claims on the store, rank 1 learns the number from it; both write version_<N>/rank_<r>/."""
+    import uuid
+
+    uri = s3.uri(s3.bucket_name, "launch")
+    with Experiment(save_dir=uri, name="l", record_git=False) as before:
+        before.log({"first": 1})  # version 0 is taken: the launch must get another
+    script = tmp_path / "rank.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, test_tube
+        exp = test_tube.Experiment(save_dir={uri!r}, name="l", per_rank=True, record_git=False)
+        exp.log({{"rank": exp.rank}})
+        exp.close()
+        print(exp.version, flush=True)
+    """))
+    launch = f"test-{uuid.uuid4().hex[:8]}"
+    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, **s3.env(), "TORCHELASTIC_RUN_ID": launch, "RANK": str(r),
+                                   "WORLD_SIZE": "2", "TEST_TUBE_SPOOL": str(spool / f"host{r}")})
+             for r in (1, 0)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outs[0].strip() == outs[1].strip() == "1"
+    fs = s3.filesystem()
+    for r in (0, 1):
+        table = pq.read_table(f"{s3.bucket_name}/launch/l/version_1/rank_{r}/metrics.parquet", filesystem=fs)
+        assert table.column("rank").to_pylist() == [r]
+    assert not [n for n in objects(s3, "launch/l/version_1") if n.startswith(_layout.CLAIMS + "/")]
 
 
 def test_the_s3_benchmark_runs_at_a_tiny_size(s3_server: S3Server, tmp_path: Path) -> None:

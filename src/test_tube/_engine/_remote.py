@@ -59,6 +59,9 @@ ENV_SPOOL = "TEST_TUBE_SPOOL"
 #: In the spool: the claim of the session writing it (hidden: never uploaded).
 CLAIM_FILE = ".claim"
 
+#: Under ``<prefix>/<name>/``: the version each per_rank launch agreed on (as on disk, see ``_rendezvous``).
+RANK_CLAIMS = ".rank_claims"
+
 _VERSION_DIR = re.compile(r"version_(\d+)")
 
 
@@ -255,6 +258,41 @@ def open_version(location: Location, fs: pafs.FileSystem, name: str, version: in
         remote.release_claim()
         raise
     return remote
+
+
+class StorePlace:
+    """Where the ranks of one launch agree on a version on object storage (a ``_rendezvous.Place``).
+
+    Rank 0's claim of the version folder is dropped (:meth:`release`) once its
+    ``rank_0/`` folder holds its own claim, which keeps new claimers off the number from then on.
+    """
+
+    def __init__(self, fs: pafs.FileSystem, exp_path: str) -> None:
+        self.fs = fs
+        self.exp_path = exp_path
+        self.claimed = ""
+
+    def claim(self) -> int:
+        version, self.claimed = claim_new(self.fs, self.exp_path)
+        return version
+
+    def publish(self, key: str, version: int) -> None:
+        _put(self.fs, join(self.exp_path, RANK_CLAIMS, key), str(version).encode())
+
+    def read(self, key: str) -> int | None:
+        path = join(self.exp_path, RANK_CLAIMS, key)
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        with self.fs.open_input_stream(path) as f:
+            return int(f.read())
+
+    def release(self) -> None:
+        if self.claimed:
+            try:
+                self.fs.delete_file(self.claimed)
+            except OSError:
+                pass  # stale: it only keeps new claimers off a number that is taken anyway
+            self.claimed = ""
 
 
 def _claim_exactly(fs: pafs.FileSystem, folder: str) -> str:

@@ -96,20 +96,21 @@ class RunFolder:
                      rank: int, per_rank: bool) -> RunFolder:
         """Claim a version on object storage and lock its local spool (see ``_remote``).
 
-        Raises ``VersionInUseError`` when another writer has it, ``WriterError``
-        when the store cannot be reached, and ``ValueError`` for ``per_rank``
-        without a version (its ranks agree on one through files on a shared disk).
+        Raises ``VersionInUseError`` when another writer has it and ``WriterError``
+        when the store cannot be reached; with ``per_rank`` the ranks of a launch
+        agree on the version through the store (``_rendezvous``, ``_remote.StorePlace``).
         """
-        if per_rank and version is None:
-            raise ValueError("per_rank=True with an object-storage save_dir needs version=...: the ranks agree on "
-                             "a version through a shared folder, which a store is not; each rank then writes "
-                             "version_<N>/rank_<r>/")
         fs = _remote.writer_filesystem(location, given=given_filesystem)
+        place = _remote.StorePlace(fs, location.join(name))
         try:
+            if per_rank and version is None:
+                version = _rendezvous.shared_version(place.exp_path, rank, place=place)
             remote = _remote.open_version(location, fs, name, version, f"rank_{rank}" if per_rank else "")
         except OSError as exc:
             raise WriterError(f"could not claim a version of {name!r} in {location.shown}: "
                               f"{type(exc).__name__}: {exc}", path=location.path) from exc
+        finally:
+            place.release()  # rank 0's claim of the version folder: its rank_0/ claim holds the number now
         folder = cls(remote.spool, remote.version)
         folder.remote = remote
         try:
