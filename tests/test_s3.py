@@ -353,3 +353,29 @@ def test_readers_during_a_run_never_see_a_torn_object(s3: S3Server, tmp_path: Pa
     read_all()  # and the complete objects after close()
     assert during["segments"] > 0 and during["csv"] > 0, during
     assert seen["parquet"] > 0
+
+
+def test_torchrun_ranks_agree_by_broadcast_and_rank_0_alone_writes_a_plain_run(s3: S3Server, tmp_path: Path,
+                                                                             spool: Path) -> None:
+    """torchrun --nproc_per_node 2 (gloo) with an s3:// save_dir: a plain Experiment is rank 0's alone; per_rank
+    Experiments opened after init_process_group share the version rank 0 claimed on the store."""
+    pytest.importorskip("torch.distributed")
+    from test_ddp import TORCHRUN_SCRIPT, _env, _free_port, _run
+
+    uri = s3.uri(s3.bucket_name, "tr")
+    with Experiment(save_dir=uri, name="mine", record_git=False) as older:
+        older.log({"old": 1})  # version 0 is taken: the launch must claim version 1
+    script = tmp_path / "train.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    _run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2", "--master_port",
+          str(_free_port()), str(script), uri, "static"],
+         _env(OMP_NUM_THREADS="1", TEST_TUBE_SPOOL=str(spool), **s3.env()), tmp_path)
+    fs = s3.filesystem()
+    plain = pq.read_table(f"{s3.bucket_name}/tr/plain/version_0/metrics.parquet", filesystem=fs)
+    assert plain.column("rank").to_pylist() == [0] * 5
+    assert not objects(s3, "tr/plain/version_1")
+    for rank in (0, 1):
+        table = pq.read_table(f"{s3.bucket_name}/tr/mine/version_1/rank_{rank}/metrics.parquet", filesystem=fs)
+        assert table.column("rank").to_pylist() == [rank] * 5
+        assert table.column("total").to_pylist() == [1.0, 3.0, 5.0, 7.0, 9.0]
+    assert not objects(s3, "tr/mine/.rank_claims")  # agreed by broadcast, not through an object
