@@ -59,6 +59,9 @@ BACKOFF = (0.2, 5.0)
 #: Journal bytes per segment at most (a backlog after an outage goes up in several).
 SEGMENT_BYTES = 64 * 2**20
 
+#: Bytes read from the spool at a time while a file goes up.
+CHUNK_BYTES = 8 * 2**20
+
 #: Spool entries that are never uploaded: local to the writing host, or sent another way.
 _LOCAL_ONLY = frozenset({_layout.LOCK, _ring.FILE, _layout.JOURNAL, _layout.META, _layout.TAGS, _layout.MEDIA})
 
@@ -257,6 +260,18 @@ class Uploader:
             out.write(data)
         self._done_one(len(data))
 
+    def _put_range(self, name: str, fd: int, start: int, end: int) -> None:
+        """PUT bytes ``[start, end)`` of an open file as one object, read in chunks (memory stays bounded)."""
+        with self.fs.open_output_stream(join(self.remote.path, name)) as out:
+            pos = start
+            while pos < end:
+                chunk = os.pread(fd, min(CHUNK_BYTES, end - pos), pos)
+                if not chunk:
+                    raise OSError(f"{self.spool}: {name} is shorter than the {end - start} bytes noted")
+                out.write(chunk)
+                pos += len(chunk)
+        self._done_one(end - start)
+
     def _pass(self, final: bool) -> None:
         """Send what is due; raises on the first failed request (what was sent stays sent)."""
         for name in sorted(self._media_names() - self._media_sent):
@@ -303,8 +318,7 @@ class Uploader:
             if end == start:
                 return
             with open(self._journal_path, "rb") as f:
-                data = os.pread(f.fileno(), end - start, start)
-            self._put(f"{_layout.JOURNAL_SEGMENTS}/{_layout.segment_name(start)}", data)
+                self._put_range(f"{_layout.JOURNAL_SEGMENTS}/{_layout.segment_name(start)}", f.fileno(), start, end)
             with self._cond:
                 self.journal_sent = end
 
@@ -314,9 +328,8 @@ class Uploader:
         try:
             while snaps:
                 rel, (fd, size) = next(iter(snaps.items()))
-                data = os.pread(fd, size, 0)
                 st = os.fstat(fd)
-                self._put(rel, data)
+                self._put_range(rel, fd, 0, size)
                 self._sent[rel] = (st.st_ino, size, st.st_mtime_ns)
                 del snaps[rel]
                 os.close(fd)
@@ -333,8 +346,7 @@ class Uploader:
     def _send_file(self, rel: str) -> None:
         with open(os.path.join(self.spool, rel), "rb") as f:
             st = os.fstat(f.fileno())
-            data = f.read()
-        self._put(rel, data)
+            self._put_range(rel, f.fileno(), 0, st.st_size)
         self._sent[rel] = (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def _send_meta(self, final: bool) -> None:
