@@ -293,6 +293,7 @@ def test_save_puts_every_row_before_it_in_the_bucket_while_the_run_is_open(s3: S
                                                                                              f"round,{round_}"]
             meta = json.loads(read_bytes(s3, "open/version_0/meta.experiment"))
             assert meta["status"] == "running" and meta["version"] == 0
+            assert [row["i"] for row in exp.metrics] == list(range(100 * round_ + 100))  # 0.7.5's list of dicts
 
 
 def test_readers_during_a_run_never_see_a_torn_object(s3: S3Server, tmp_path: Path) -> None:
