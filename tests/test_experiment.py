@@ -741,7 +741,7 @@ def test_public_names_are_pinned() -> None:
     assert set(test_tube.__all__) == {
         "DamagedRunError", "DamagedRunWarning", "Experiment", "ExperimentClosedError", "FinalFlushWarning",
         "GitSnapshotWarning", "HyperOptArgumentParser", "RankError", "SlurmCluster", "TestTubeError", "TrialError",
-        "VersionAgreementError",
+        "UploadWarning", "VersionAgreementError",
         "VersionInUseError", "WriterError",
         "__version__", "checkout_snapshot", "read", "runs",
     }

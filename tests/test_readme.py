@@ -36,6 +36,7 @@ from typing import NamedTuple
 import pytest
 
 import test_tube
+from s3lib import S3Server
 
 from s3lib import S3Server
 from storelib import upload_save_dir
@@ -103,6 +104,7 @@ COVERED = {
         "test_common_tasks_comparing_in_the_terminal",
     ("## Common tasks", "from test_tube import Experiment"): "test_common_tasks_resuming",
     ("## TensorBoard", ".venv/bin/pip install -e '.[tensorboard]'"): "test_tensorboard_shows_the_demo_runs",
+    ("## Object storage (S3 and compatible)", "import os"): "test_object_storage_example",
     ("## Lightning", "import lightning as L"): "test_lightning_example",
     ("## Distributed training (DDP)",
      "<save_dir>/<name>/version_<N>/rank_<r>/    meta.experiment, metrics.csv, metrics.parquet, ... as above"):
@@ -347,6 +349,24 @@ def test_common_tasks_resuming(demo: Path, tmp_path: Path) -> None:
 
 
 # -- the other examples --------------------------------------------------------------------------------
+
+
+def test_object_storage_example(s3: S3Server, tmp_path: Path) -> None:
+    """The S3 example, run against a real S3 server: the run is in the bucket, complete, and the spool is gone."""
+    import pyarrow.parquet as pq
+
+    code = block("## Object storage (S3 and compatible)", "import os").text
+    (tmp_path / "example.py").write_text(code, encoding="utf-8")
+    spool = tmp_path / "spool"
+    out = shell("python example.py", tmp_path, TT_SAVE_DIR=s3.uri(s3.bucket_name, "logs"), TEST_TUBE_SPOOL=str(spool),
+                **s3.env())
+    assert out.strip() == f"{s3.bucket_name}/logs/cloud/version_0"
+    table = pq.read_table(f"{s3.bucket_name}/logs/cloud/version_0/metrics.parquet", filesystem=s3.filesystem())
+    assert table.column("train_loss").to_pylist() == [1.0 / (step + 1) for step in range(100)]
+    with s3.filesystem().open_input_stream(f"{s3.bucket_name}/logs/cloud/version_0/meta_tags.csv") as f:
+        assert f.read() == b"key,value\nlearning_rate,0.01\n"
+    assert not any(spool.rglob("*.arrows"))
+
 
 
 # Stand-ins for the first example's "your code": a falling loss, a score, an 8x8 image.

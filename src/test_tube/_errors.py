@@ -110,6 +110,18 @@ class FinalFlushWarning(UserWarning):
     """The final flush at interpreter exit could not write every row in time."""
 
 
+class UploadWarning(UserWarning):
+    """A run on object storage was not completely uploaded at ``close()`` or exit.
+
+    ``spool`` is the local folder that keeps every row; opening the same
+    version again on this host uploads the rest.
+    """
+
+    def __init__(self, message: str, *, spool: str = "") -> None:
+        super().__init__(message)
+        self.spool = spool
+
+
 class RankError(TestTubeError, ValueError):
     """An environment variable that gives the process's rank does not hold one.
 

@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from ._engine import _exit, _options, _rank, _ring
 
 from . import _git
 
 from ._store import _journal, _layout
-from ._errors import ExperimentClosedError, LogTypeError, LogValueError
+from ._errors import ExperimentClosedError, LogTypeError, LogValueError, UploadWarning, warn_from_caller
 from ._engine._fastpath import FastPath, Steps, shape_of
 from ._engine._media import MediaEncoder
 from ._engine._options import Options
@@ -47,6 +48,7 @@ from ._engine._sinks import CsvSink, ParquetSink, Sink
 from ._summary_writer import SummaryWriterMethods
 from ._engine._tensorboard import TF_DIR, TensorBoardSink
 from ._store._schema import BASE_SCHEMA, concat
+from ._engine._upload import Uploader
 from ._engine._writer import BATCH_BYTES, Writer, writer_error
 
 
@@ -72,7 +74,11 @@ class Experiment(SummaryWriterMethods):
 
     Args:
         save_dir: root folder; ``None`` means ``./test_tube_logs`` in the
-            current working directory.
+            current working directory.  Or any URI ``pyarrow.fs.FileSystem.from_uri``
+            takes, query options included (``s3://bucket/logs?endpoint_override=host:port``):
+            the writer then works in a local spool (``_remote``) and a background
+            upload stage (``_upload``) publishes whole objects; ``log_dir`` is then
+            the run's path in the store.
         name: experiment name; files go to ``<save_dir>/<name>/version_<N>/``.
         debug: if true, nothing is created, no thread starts, every method does nothing.
         version: ``None`` claims the next free version; an existing version is
@@ -102,6 +108,8 @@ class Experiment(SummaryWriterMethods):
         image_workers: threads encoding images in parallel.
         jpeg_quality: JPEG quality (1-95) for ``jpg``/``jpeg`` keys.
         record_git: record the HEAD commit and dirty flag in ``meta.experiment``.
+        filesystem: a ready ``pyarrow.fs.FileSystem`` (your endpoint, credentials and
+            timeouts); ``save_dir`` is then a path in it, as in pyarrow's own ``(path, filesystem=)``.
     """
 
     def __init__(
@@ -124,6 +132,7 @@ class Experiment(SummaryWriterMethods):
         image_workers: int = 2,
         jpeg_quality: int = 90,
         record_git: bool = True,
+        filesystem: pafs.FileSystem | None = None,
     ) -> None:
         # Validated once, here; everything below reads the frozen result.
         options = self._options = Options.of(
@@ -131,7 +140,7 @@ class Experiment(SummaryWriterMethods):
             description=description, create_git_tag=create_git_tag, rank=rank, per_rank=per_rank,
             flush_interval=flush_interval, formats=formats, max_queue_rows=max_queue_rows,
             max_queue_bytes=max_queue_bytes, exit_timeout=exit_timeout, image_workers=image_workers,
-            jpeg_quality=jpeg_quality, record_git=record_git)
+            jpeg_quality=jpeg_quality, record_git=record_git, filesystem=filesystem)
         save_dir, version, rank = options.save_dir, options.version, options.rank
         formats = options.formats
         self.name = name
@@ -161,20 +170,34 @@ class Experiment(SummaryWriterMethods):
         self._pid = os.getpid()
         self._tags_dirty = False
         self._failed = False
+        self._upload: Uploader | None = None
         if self._inert:
-            self._folder = RunFolder.where(self.save_dir, name, version)
+            self._folder = (RunFolder.where_remote(options.location, name, version) if options.remote
+                            else RunFolder.where(self.save_dir, name, version))
             self.version, self.log_dir = self._folder.version, self._folder.log_dir
             # A plain function in the instance: a rank above 0 pays one call per log().
             self.__dict__["log"] = _inert_log
             return
 
         _warm_up()
-        self._folder = RunFolder.claim(self.save_dir, name, version, rank=self.rank, per_rank=self.per_rank)
-        self.version, self.log_dir = self._folder.version, self._folder.log_dir
+        if options.remote:
+            self._folder = RunFolder.claim_remote(options.location, name, version,
+                                                  given_filesystem=options.filesystem_given, rank=self.rank,
+                                                  per_rank=self.per_rank)
+        else:
+            self._folder = RunFolder.claim(self.save_dir, name, version, rank=self.rank, per_rank=self.per_rank)
+        remote = self._folder.remote
+        self.version = self._folder.version
+        # On object storage, log_dir is the version's path in the store; the engine writes its spool.
+        self.log_dir = self._folder.log_dir if remote is None else remote.path
         try:
             self._open(formats, flush_interval, image_workers, jpeg_quality, record_git)
+            if remote is not None:
+                self._upload = Uploader(remote, label=f"{self.name}/version_{self.version}")
         except BaseException:
             self._folder.release()
+            if remote is not None:
+                remote.release_claim()
             raise
         # The compiled fast path becomes this Experiment's log(); the method below
         # documents it and serves debug mode.
@@ -182,6 +205,8 @@ class Experiment(SummaryWriterMethods):
         self.__dict__["log"] = self._fast.log
         _exit.register(self)
         self._writer.start()
+        if self._upload is not None:
+            self._upload.start()
 
     def _open(
         self, formats: tuple[str, ...] | list[str], flush_interval: float, image_workers: int, jpeg_quality: int,
@@ -222,7 +247,7 @@ class Experiment(SummaryWriterMethods):
         if "parquet" in formats:
             sinks.append(ParquetSink(folder.parquet, self._writer, rows=existing))
         if "tensorboard" in formats:
-            sinks.append(TensorBoardSink(os.path.join(self.log_dir, TF_DIR), folder.media, tags=self._tags_snapshot,
+            sinks.append(TensorBoardSink(os.path.join(folder.log_dir, TF_DIR), folder.media, tags=self._tags_snapshot,
                                          group=f"{self.name}/version_{self.version}"))
         if existing:
             # Resuming: rebuild the published files from the journal once,
@@ -465,14 +490,21 @@ class Experiment(SummaryWriterMethods):
         ``media/``.  ``metrics.parquet`` is refreshed when its rule says so (it is
         never more than half the run behind) and is complete after ``close()``.
 
+        On object storage it also waits until the journal, the images and the
+        tags are in the store, and raises ``WriterError`` (cause chained) when
+        the store answered nothing for 10 s (every row stays in the local spool).
+
         Raises ``WriterError`` (cause chained) if the writer failed, and
         ``TimeoutError`` if ``timeout`` seconds pass first.
         """
         if self._inert:
             return
         self._check_usable("save")
+        start = time.monotonic()
         barrier = self._writer.flush(timeout)
         self._after_barrier(barrier, "save")
+        if self._upload is not None:
+            self._upload.sync(None if timeout is None else max(0.0, timeout - (time.monotonic() - start)))
 
     def _after_barrier(self, barrier: Any, what: str) -> None:
         error = self._writer.take_error() or barrier.error
@@ -489,7 +521,9 @@ class Experiment(SummaryWriterMethods):
         call does nothing; ``log()`` afterwards raises ``ExperimentClosedError``.
         ``failed=True`` records the run as ``failed`` (end reason
         ``close(failed=True)``) instead of ``finished``: for a training loop that
-        stopped on an error it handled itself.
+        stopped on an error it handled itself.  On object storage it then waits
+        for the uploads at most ``timeout`` (default ``exit_timeout``) seconds;
+        an ``UploadWarning`` names what was not uploaded and the spool keeping it.
         """
         if self._inert or self._closed or self._pid != os.getpid():
             self._closed = True
@@ -512,7 +546,8 @@ class Experiment(SummaryWriterMethods):
             raising = True
             raise
         finally:
-            self._release("finished" if reason == "close" else "failed", reason, quiet=raising)
+            self._release("finished" if reason == "close" else "failed", reason, quiet=raising,
+                          upload_timeout=timeout)
 
     def _stop_taking_rows(self) -> None:
         """Refuse every row from now on, under the lock the slow path queues and teaches under.
@@ -535,6 +570,7 @@ class Experiment(SummaryWriterMethods):
             return 0, ""
         self._stop_taking_rows()
         limit = self._exit_timeout if timeout is None else timeout
+        start = time.monotonic()
         barrier = self._writer.flush(limit, final=True)
         if not barrier.done.is_set():
             return self._writer.pending_rows(), f"the final flush timed out after {limit} s"
@@ -553,16 +589,18 @@ class Experiment(SummaryWriterMethods):
         else:
             reason = "exit"
         self._release("finished" if reason == "exit" and not self._failed else "failed", reason,
-                      quiet=error is not None)
+                      quiet=error is not None, upload_timeout=max(0.0, limit - (time.monotonic() - start)))
         if error is None and self._writer.lost_rows:
             return lost, f"the writer failed earlier and dropped {self._writer.lost_rows} rows"
         return lost, "" if error is None else f"the writer failed: {type(error).__name__}: {error}"
 
-    def _release(self, status: str, reason: str, *, quiet: bool = False) -> None:
+    def _release(self, status: str, reason: str, *, quiet: bool = False, upload_timeout: float | None = None) -> None:
         """Record the end in meta.experiment and let go of threads, files and the lock.
 
         A failure to write the metadata is raised as ``WriterError``, unless
         ``quiet`` (an error is already on its way up, and that one says more).
+        On object storage the spool is then uploaded within ``upload_timeout``
+        (default ``exit_timeout``) seconds; what was not is named in an ``UploadWarning``.
         """
         self._released = True
         try:
@@ -576,6 +614,18 @@ class Experiment(SummaryWriterMethods):
             self._writer.close_files(remove_ring=self._writer.queued_rows() == 0 and self._writer.error is None)
             self._folder.release()
             _exit.unregister(self)
+            if self._upload is not None:
+                self._finish_upload(self._exit_timeout if upload_timeout is None else upload_timeout)
+
+    def _finish_upload(self, timeout: float) -> None:
+        assert self._upload is not None
+        missing = self._upload.finish(timeout)
+        if missing:
+            warn_from_caller(UploadWarning(
+                f"test_tube: {self.name}/version_{self.version} is not complete on the store {self.save_dir} "
+                f"after {timeout:g} s: not uploaded: {missing}. Every row is kept in the local spool "
+                f"{self._upload.spool}; opening this version again on this host (version={self.version}) "
+                f"uploads the rest", spool=self._upload.spool))
 
     def _on_publish(self) -> None:
         """Called by the writer after each flush: refresh the metadata files (the heartbeat)."""
@@ -586,6 +636,8 @@ class Experiment(SummaryWriterMethods):
             self._folder.write_tags(tags)
         if not self._closed:
             self._write_meta("running")
+        if self._upload is not None:
+            self._upload.observe()
 
     def _write_meta(self, status: str, end_reason: str | None = None) -> None:
         now = _utc_text()
@@ -612,17 +664,23 @@ class Experiment(SummaryWriterMethods):
 
     def _after_fork_in_child(self) -> None:
         self._fast.open = False
+        if self._upload is not None:
+            self._upload.after_fork_in_child()
         self._lock = threading.Lock()
         self._writer.after_fork_in_child()
         self._media.after_fork_in_child()
         self._folder.after_fork_in_child()
 
     def get_data_path(self, exp_name: str, exp_version: int) -> str:
-        """The version folder of ``exp_name``/``exp_version`` under this save_dir."""
+        """The version folder of ``exp_name``/``exp_version`` under this save_dir (a path in the store on one)."""
+        if self._options.remote:
+            return self._options.location.join(exp_name, f"version_{exp_version}")
         return _layout.version_dir(self.save_dir, exp_name, exp_version)
 
     def get_media_path(self, exp_name: str, exp_version: int) -> str:
         """The ``media/`` folder of ``exp_name``/``exp_version`` under this save_dir."""
+        if self._options.remote:
+            return f"{self.get_data_path(exp_name, exp_version)}/{_layout.MEDIA}"
         return os.path.join(self.get_data_path(exp_name, exp_version), _layout.MEDIA)
 
     def __enter__(self) -> Experiment:

@@ -84,6 +84,7 @@ class SummaryWriterMethods:
         _closed: bool
         _pid: int
         _lock: threading.Lock
+        _folder: Any  # its log_dir: the version folder, or on object storage the local spool
 
         def log(self, metrics: Mapping[str, Any] | None = None, step: int | None = None, *,
                 global_step: int | None = None, metrics_dict: Mapping[str, Any] | None = None) -> None: ...
@@ -227,7 +228,8 @@ class SummaryWriterMethods:
             self.save()
         from ._store._read import read
 
-        rows = read(self.log_dir).to_pylist()
+        # On object storage the open run's spool holds every row save() covered.
+        rows = read(self._folder.log_dir if not self.closed else self.log_dir).to_pylist()
         out = []
         for row in rows:
             created = row.get("created_at")

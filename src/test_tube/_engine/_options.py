@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .._store._location import Location, resolve
+
 DEFAULT_SAVE_DIR = "test_tube_logs"
 _FORMATS = frozenset({"csv", "parquet", "tensorboard"})
 
@@ -37,18 +39,32 @@ class Options:
     image_workers: int
     jpeg_quality: int
     record_git: bool
+    #: Where runs go: the filesystem and the path in it (``save_dir`` resolved, with ``filesystem=``).
+    location: Location
+    #: True when the user passed ``filesystem=`` (their client settings are kept as they are).
+    filesystem_given: bool = False
+
+    @property
+    def remote(self) -> bool:
+        """True when runs go to a filesystem other than this machine's (object storage)."""
+        return not self.location.local
 
     @classmethod
     def of(cls, *, save_dir: str | os.PathLike[str] | None, name: Any, debug: Any, version: Any, autosave: Any,
            description: Any, create_git_tag: Any, rank: Any, per_rank: Any, flush_interval: Any, formats: Any,
            max_queue_rows: Any, max_queue_bytes: Any, exit_timeout: Any, image_workers: Any, jpeg_quality: Any,
-           record_git: Any) -> Options:
+           record_git: Any, filesystem: Any = None) -> Options:
         """Check every argument (raising ``TypeError``/``ValueError`` naming it) and build the value."""
         _check_positional(debug=debug, autosave=autosave, create_git_tag=create_git_tag, description=description)
         _check_options(name, version, rank, flush_interval, formats, max_queue_rows, max_queue_bytes, exit_timeout,
                        image_workers, jpeg_quality)
+        if save_dir is not None and not isinstance(save_dir, (str, os.PathLike)):
+            raise TypeError(f"Experiment(save_dir=...) must be a path or a URI, got {type(save_dir).__name__}")
+        # resolve() raises TypeError for a filesystem that is not a pyarrow one, ValueError for a bad URI.
+        location = resolve(save_dir if save_dir is not None else DEFAULT_SAVE_DIR, filesystem)
         return cls(
-            save_dir=os.path.abspath(os.fspath(save_dir) if save_dir is not None else DEFAULT_SAVE_DIR),
+            save_dir=location.path if location.local else location.shown,
+            location=location, filesystem_given=filesystem is not None,
             name=name, debug=bool(debug), version=None if version is None else int(version),
             autosave=bool(autosave), description=description, create_git_tag=bool(create_git_tag),
             rank=None if rank is None else int(rank), per_rank=bool(per_rank), flush_interval=float(flush_interval),

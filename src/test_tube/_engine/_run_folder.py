@@ -16,7 +16,9 @@ import pyarrow.compute as pc
 
 from .._store import _journal, _layout, _recovery, _ring_recovery
 
-from . import _rendezvous
+from . import _remote, _rendezvous
+from .._store._location import Location
+from .._errors import WriterError
 from .._store._read import _read_legacy_csv
 from ._rows import STR, widen
 
@@ -45,6 +47,8 @@ class RunFolder:
         self.parquet = os.path.join(log_dir, _layout.PARQUET)
         self.ring = _ring_recovery.ring_path(log_dir)
         self._lock_fd: int | None = None
+        #: On object storage: the claimed version there; ``log_dir`` is then its local spool.
+        self.remote: _remote.RemoteVersion | None = None
 
     @classmethod
     def where(cls, save_dir: str, name: str, version: int | None) -> RunFolder:
@@ -74,6 +78,46 @@ class RunFolder:
             os.makedirs(log_dir, exist_ok=True)
         folder = cls(log_dir, version)
         folder._lock_fd = _layout.lock(log_dir)
+        return folder
+
+    @classmethod
+    def where_remote(cls, location: Location, name: str, version: int | None) -> RunFolder:
+        """The folder on object storage an Experiment that writes nothing would have (nothing is created)."""
+        if version is None:
+            try:
+                version = _remote.next_version(location.filesystem, location.join(name))
+            except OSError as exc:
+                raise WriterError(f"could not list the versions of {name!r} in {location.shown}: "
+                                  f"{type(exc).__name__}: {exc}", path=location.path) from exc
+        return cls(location.join(name, f"version_{version}"), version)
+
+    @classmethod
+    def claim_remote(cls, location: Location, name: str, version: int | None, *, given_filesystem: bool,
+                     rank: int, per_rank: bool) -> RunFolder:
+        """Claim a version on object storage and lock its local spool (see ``_remote``).
+
+        Raises ``VersionInUseError`` when another writer has it and ``WriterError``
+        when the store cannot be reached; with ``per_rank`` the ranks of a launch
+        agree on the version through the store (``_rendezvous``, ``_remote.StorePlace``).
+        """
+        fs = _remote.writer_filesystem(location, given=given_filesystem)
+        place = _remote.StorePlace(fs, location.join(name))
+        try:
+            if per_rank and version is None:
+                version = _rendezvous.shared_version(place.exp_path, rank, place=place)
+            remote = _remote.open_version(location, fs, name, version, f"rank_{rank}" if per_rank else "")
+        except OSError as exc:
+            raise WriterError(f"could not claim a version of {name!r} in {location.shown}: "
+                              f"{type(exc).__name__}: {exc}", path=location.path) from exc
+        finally:
+            place.release()  # rank 0's claim of the version folder: its rank_0/ claim holds the number now
+        folder = cls(remote.spool, remote.version)
+        folder.remote = remote
+        try:
+            folder._lock_fd = _layout.lock(remote.spool)
+        except BaseException:
+            remote.release_claim()
+            raise
         return folder
 
     def recover(self) -> Recovered:
