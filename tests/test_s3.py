@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -9,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,16 @@ def test_a_run_reads_back_row_for_row_with_types_kept(s3: S3Server, tmp_path: Pa
     names = set(objects(s3, "logs/r/version_0"))
     assert not {n for n in names if n.startswith(_layout.CLAIMS + "/") or n in (_layout.LOCK, "_ring.tt")}
     assert not any(spool.rglob("*.arrows")), "the spool is removed once everything is uploaded"
+    # and test_tube's own readers over the URI give what they give on disk
+    run_uri = s3.uri(s3.bucket_name, "logs/r/version_0")
+    mine, theirs = test_tube.read(run_uri), test_tube.read(tmp_path / "local" / "r" / "version_0")
+    assert mine.schema == theirs.schema
+    assert mine.drop_columns(["created_at"]).equals(theirs.drop_columns(["created_at"]))
+    assert [{k: v for k, v in row.items() if k != "created_at"} for row in exp.metrics] == \
+        [{k: v for k, v in row.items() if k != "created_at"} for row in local.metrics]
+    listed, local_runs = test_tube.runs(uri), test_tube.runs(tmp_path / "local")
+    assert listed.column("status").to_pylist() == ["finished"] and listed.column("rows").to_pylist() == [200]
+    assert listed.drop_columns(["log_dir", "created_at"]).equals(local_runs.drop_columns(["log_dir", "created_at"]))
 
 
 def test_images_tags_and_git_metadata_reach_the_bucket(s3: S3Server, tmp_path: Path) -> None:
@@ -294,6 +306,12 @@ def test_save_puts_every_row_before_it_in_the_bucket_while_the_run_is_open(s3: S
             meta = json.loads(read_bytes(s3, "open/version_0/meta.experiment"))
             assert meta["status"] == "running" and meta["version"] == 0
             assert [row["i"] for row in exp.metrics] == list(range(100 * round_ + 100))  # 0.7.5's list of dicts
+            # test_tube.read() and runs() over the URI see the open run up to this save()
+            assert test_tube.read(s3.uri(s3.bucket_name, "open/version_0")).column("i").to_pylist() == \
+                list(range(100 * round_ + 100))
+            listed = test_tube.runs(s3.uri(s3.bucket_name))
+            assert listed.column("status").to_pylist() == ["running"]
+            assert listed.column("rows").to_pylist() == [100 * round_ + 100]
 
 
 def test_readers_during_a_run_never_see_a_torn_object(s3: S3Server, tmp_path: Path) -> None:
@@ -380,3 +398,27 @@ def test_torchrun_ranks_agree_by_broadcast_and_rank_0_alone_writes_a_plain_run(s
         assert table.column("rank").to_pylist() == [rank] * 5
         assert table.column("total").to_pylist() == [1.0, 3.0, 5.0, 7.0, 9.0]
     assert not objects(s3, "tr/mine/.rank_claims")  # agreed by broadcast, not through an object
+
+
+def test_debug_mode_on_object_storage_never_contacts_the_store(tmp_path: Path, spool: Path) -> None:
+    """debug=True with a store nobody answers for: no error, nothing spooled, every method does nothing."""
+    with socketserver_port() as port:  # a port with nothing listening: any request would fail
+        uri = f"s3://k:s@nobucket/logs?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+        exp = Experiment(save_dir=uri, name="d", debug=True)
+        exp.log({"a": 1.0})
+        exp.tag({"b": 2})
+        exp.save()
+        exp.close()
+    assert (exp.version, exp.log_dir) == (0, "nobucket/logs/d/version_0")
+    assert not any(spool.rglob("*")), "debug mode spooled something"
+
+
+@contextlib.contextmanager
+def socketserver_port() -> Iterator[int]:
+    """A local port that was free a moment ago and has no listener."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    yield port

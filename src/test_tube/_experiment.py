@@ -80,7 +80,8 @@ class Experiment(SummaryWriterMethods):
             upload stage (``_upload``) publishes whole objects; ``log_dir`` is then
             the run's path in the store.
         name: experiment name; files go to ``<save_dir>/<name>/version_<N>/``.
-        debug: if true, nothing is created, no thread starts, every method does nothing.
+        debug: if true, nothing is created, no thread starts, every method does nothing
+            (on object storage the store is not contacted either: ``version`` is the one given, or 0).
         version: ``None`` claims the next free version; an existing version is
             resumed (rows appended, steps continued, tags merged).
         autosave: if true (default), the writer publishes every
@@ -172,7 +173,8 @@ class Experiment(SummaryWriterMethods):
         self._failed = False
         self._upload: Uploader | None = None
         if self._inert:
-            self._folder = (RunFolder.where_remote(options.location, name, version) if options.remote
+            self._folder = (RunFolder.where_remote(options.location, name, version, ask=not self.debug)
+                            if options.remote
                             else RunFolder.where(self.save_dir, name, version))
             self.version, self.log_dir = self._folder.version, self._folder.log_dir
             # A plain function in the instance: a rank above 0 pays one call per log().

@@ -81,8 +81,14 @@ class RunFolder:
         return folder
 
     @classmethod
-    def where_remote(cls, location: Location, name: str, version: int | None) -> RunFolder:
-        """The folder on object storage an Experiment that writes nothing would have (nothing is created)."""
+    def where_remote(cls, location: Location, name: str, version: int | None, *, ask: bool = True) -> RunFolder:
+        """The folder on object storage an Experiment that writes nothing would have (nothing is created).
+
+        With ``ask=False`` (debug mode) the store is not contacted: a debug run must
+        start offline and at once, so the version is the one given, or 0.
+        """
+        if version is None and not ask:
+            version = 0
         if version is None:
             try:
                 version = _remote.next_version(location.filesystem, location.join(name))
