@@ -38,7 +38,6 @@ import pytest
 import test_tube
 from s3lib import S3Server
 
-from s3lib import S3Server
 from storelib import upload_save_dir
 
 ROOT = Path(__file__).resolve().parents[1]
