@@ -98,7 +98,7 @@ COVERED = {
     ("## Looking at results", "$ test-tube ls"): "test_ls_and_plot_after_the_demo",
     ("## Looking at runs in a browser", "$ test-tube serve test_tube_logs"): "test_serve_prints_its_address",
     ("## Common tasks", "import test_tube"): "test_common_tasks_dataframes",
-    ("## Reading runs from object storage", "import pyarrow.fs"): "test_reading_from_object_storage",
+    ("## Object storage (S3 and compatible)", "import pyarrow.fs"): "test_reading_from_object_storage",
     ("## Common tasks", "$ test-tube ls test_tube_logs --name demo --sort train_loss.min"):
         "test_common_tasks_comparing_in_the_terminal",
     ("## Common tasks", "from test_tube import Experiment"): "test_common_tasks_resuming",
@@ -423,7 +423,7 @@ def test_looking_at_results(first_example: Path) -> None:
 def test_reading_from_object_storage(first_example: Path, s3: S3Server, tmp_path: Path) -> None:
     """The block against moto's S3 server: its endpoint and bucket for the README's, credentials from the env."""
     upload_save_dir(first_example / "test_tube_logs", s3.filesystem(), f"{s3.bucket_name}/logs")
-    code = block("## Reading runs from object storage", "import pyarrow.fs").text
+    code = block("## Object storage (S3 and compatible)", "import pyarrow.fs").text
     code = code.replace("127.0.0.1:9000", s3.endpoint).replace("my-bucket", s3.bucket_name)
     cwd = workspace(tmp_path)
     (cwd / "remote.py").write_text(code + "print(table.num_rows, runs.num_rows, same.num_rows, log_dir)\n",
