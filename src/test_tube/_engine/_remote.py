@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import shutil
 import socket
 import time
@@ -61,9 +60,6 @@ CLAIM_FILE = ".claim"
 
 #: Under ``<prefix>/<name>/``: the version each per_rank launch agreed on (as on disk, see ``_rendezvous``).
 RANK_CLAIMS = ".rank_claims"
-
-_VERSION_DIR = re.compile(r"version_(\d+)")
-
 
 def writer_filesystem(location: Location, *, given: bool) -> pafs.FileSystem:
     """The filesystem the writer uses: an S3 store opened from a URI gets our timeouts.
@@ -123,7 +119,7 @@ def next_version(fs: pafs.FileSystem, exp_path: str) -> int:
     """1 + the highest N for which ``version_<N>/`` holds any object (0 for none)."""
     found = []
     for info in fs.get_file_info(pafs.FileSelector(exp_path, allow_not_found=True)):
-        m = _VERSION_DIR.fullmatch(info.base_name)
+        m = _layout.VERSION_DIR.fullmatch(info.base_name)
         if m:
             found.append(int(m.group(1)))
     return max(found) + 1 if found else 0
