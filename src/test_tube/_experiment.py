@@ -416,7 +416,7 @@ class Experiment(SummaryWriterMethods):
 
     def _skip(self, seq: int) -> None:
         """Mark a sequence number whose row was not stored, now or once its slot is free."""
-        if seq < self._ring.room[0]:
+        if seq < self._ring.limit:
             self._ring.skip(seq)
         else:
             self._writer.late_skips.append(seq)

@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from .._errors import FinalFlushWarning
+from ._priority import forget_switch_users
 
 
 class _Closable(Protocol):
@@ -161,6 +162,7 @@ def _after_fork_in_child() -> None:
     _open.clear()
     for exp in exps:
         exp._after_fork_in_child()
+    forget_switch_users()  # no writer runs in the child
     # A pool terminates its workers with SIGTERM; they must die the default way.
     if _sigterm_installed and signal.getsignal(signal.SIGTERM) is _on_sigterm:
         signal.signal(signal.SIGTERM, _previous_sigterm if _previous_sigterm is not None else signal.SIG_DFL)

@@ -192,7 +192,7 @@ class PackedShape:
     reader in another process decodes the slots exactly as the writer does.
     """
 
-    __slots__ = ("codes", "columns", "dtype", "kind", "names", "packer")
+    __slots__ = ("codes", "columns", "dtype", "gather", "kind", "names", "packer", "words")
 
     def __init__(self, kind: int, names: tuple[str, ...], codes: str) -> None:
         self.kind = kind
@@ -214,6 +214,16 @@ class PackedShape:
             "offsets": [0, 8, 16, *offsets], "itemsize": _ring.SLOT,
         })
         self.columns = [_CODES[c][1] for c in codes]
+        # Where every value is 8 bytes wide, a run of slots read as 64-bit words is a
+        # matrix whose columns are the fields: one gather of its transpose gives every
+        # field as a contiguous column (seq, trailer, kind first, for the check).
+        self.gather: np.ndarray | None = None
+        self.words = ""
+        if codes and set(codes) <= {"d", "q"}:
+            first = _ring.VALUES_AT // 8
+            self.gather = np.array([0, _ring.TRAILER_AT // 8, 3, 1, 2, *range(first, first + len(codes))],
+                                   dtype=np.intp)
+            self.words = codes
 
     def arrays(self, records: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[pa.Array]]:
         """(sequence numbers, steps, times in ns, one Arrow array per key) of raw slots of this layout."""

@@ -2,7 +2,10 @@
 
 Both sinks share one small protocol, driven by the writer thread only:
 
-* ``write(table)`` receives rows that are already in the journal, in logging order;
+* ``write(table)`` receives rows that are already in the journal, in logging order
+  (one frame, whole or in pieces); it returns True when it rebuilt its file from
+  the journal instead, which holds the whole frame: the frame's other pieces are
+  then not handed to it;
 * ``flush(wait)`` makes the file as current as the sink promises (``wait``: a
   caller is blocked in ``save()``, finish any background work first);
 * ``close()`` makes it complete.
@@ -47,7 +50,7 @@ class Source(Protocol):
 
 
 class Sink(Protocol):
-    def write(self, table: pa.Table) -> None: ...
+    def write(self, table: pa.Table) -> bool | None: ...
     def flush(self, wait: bool) -> None: ...
     def close(self) -> None: ...
 
@@ -70,10 +73,10 @@ class CsvSink:
         self._source = source
         self._columns: list[str] | None = None
 
-    def write(self, table: pa.Table) -> None:
+    def write(self, table: pa.Table) -> bool:
         if self._columns is None or not set(table.column_names) <= set(self._columns):
             self.rewrite()
-            return
+            return True
         start = 0
         while start < table.num_rows:
             if start:
@@ -83,6 +86,7 @@ class CsvSink:
             size = CSV_CHUNK if self.urgent() else CSV_CHUNK_CALM
             self._append(format_rows(table.slice(start, size), self._columns))
             start += size
+        return False
 
     def between(self) -> None:
         """Called between two chunks of a big write (the writer sets it)."""
@@ -159,23 +163,27 @@ class ParquetSink:
         self.between: Callable[[], None] = _nothing  # the writer sets it: free ring slots first
         self._stream_path = _layout.temp_path(os.path.join(os.path.dirname(path), "stream." + os.path.basename(path)))
 
-    def write(self, table: pa.Table) -> None:
-        self._rows += table.num_rows
+    def write(self, table: pa.Table) -> bool:
         if self._restarts > _MAX_RESTARTS:
-            return  # columns keep changing: close() rewrites from the journal instead
+            self._rows += table.num_rows
+            return False  # columns keep changing: close() rewrites from the journal instead
         schema = self._source.schema()
         if self._stream_schema is not None and not schema.equals(self._stream_schema):
             self._drop_stream()
             self._restarts += 1
             if self._restarts > _MAX_RESTARTS:
-                return
+                self._rows += table.num_rows
+                return False
         if self._stream_schema is None:
             # (Re)start from the journal, which already holds this table.
             self._stream_schema = schema
             for frame in self._source.frames(schema, self._source.published_end):
                 self._hold(frame)
-            return
+            self._rows = self._stream_rows + self._held_rows  # every frame, this one whole
+            return True
+        self._rows += table.num_rows
         self._hold(conform(table, schema))
+        return False
 
     def _hold(self, table: pa.Table) -> None:
         self._held.append(table)

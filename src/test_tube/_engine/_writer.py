@@ -45,7 +45,7 @@ from . import _ring
 from .._errors import WriterError
 from ._fastpath import FastPath, PackedShape, Steps
 from ._media import MediaEncoder
-from ._priority import lower_this_thread
+from ._priority import lower_this_thread, restore_switch_interval, shorten_switch_interval
 from ._rows import SEQ, SHAPE, SHAPES, STEP, TIME
 from .._store._schema import BASE_SCHEMA, concat, conform
 from ._sinks import Sink
@@ -64,8 +64,20 @@ DRAIN_INTERVAL = 0.1
 #: Fewer rows wait in the ring (durable already) for the flush.
 DRAIN_ROWS = 8_192
 
+#: Journaled rows handed to the sinks at once between flushes: publishing costs a
+#: fixed number of GIL hand-offs per call (about 20 for the CSV text), so fewer,
+#: bigger calls; a flush (``save()``, every ``flush_interval``) publishes everything.
+PUBLISH_ROWS = 131_072
+
 #: Rows a take is capped at while a caller waits for room.
 PRESSED_TAKE = 16_384
+
+#: Journaled rows not yet published after which the taker waits for the publisher
+#: (so the rows held in memory, and the work left for ``close()``, stay bounded).
+HANDED_MAX = 262_144
+
+#: Rows handed to the sinks at once while the taker waits for the publisher.
+PUBLISH_STEP = 16_384
 
 _SEQ_FIELD = pa.field("seq", pa.int64())
 
@@ -122,6 +134,7 @@ class Writer:
         self.error: BaseException | None = None
         self.wake = threading.Event()
         self.drained = threading.Event()
+        self.published = threading.Event()  # set after each publish (the taker may go on)
         self._barriers: list[Barrier] = []
         self._barrier_lock = threading.Lock()
         self.deferred_seen = False  # set once a row with tensors was queued
@@ -130,6 +143,7 @@ class Writer:
         self.late_skips: list[int] = []  # numbers skipped while their slot was not yet free
         self.pressed = False  # a caller waits for room in the ring
         self._handed: list[tuple[int, int, pa.Table]] = []  # journaled, not yet published
+        self._in_flight = 0  # rows of the table being published not yet handed to every sink
         self.lost_rows = 0  # rows dropped by a batch that could not be converted
         self._stopping = False
         self._journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -138,8 +152,14 @@ class Writer:
         self._unsynced = False
         self._next_flush = time.monotonic() + flush_interval
         self._cycle_lock = threading.Lock()
-        self.ring.room[0] = min(ring.nslots, max_rows)
+        self._take_lock = threading.Lock()  # one take at a time: the taker's, or a cycle's
+        self.take_wake = threading.Event()
+        self._done = False
+        self._expected = np.zeros((3, 0), np.int64)
+        self.span = min(ring.nslots, max_rows)  # rows that may wait in the ring
+        ring.free(0, self.span, self.span // 2)
         self.thread = threading.Thread(target=self._run, name=f"test_tube-writer[{label}]", daemon=True)
+        self.taker = threading.Thread(target=self._run_taker, name=f"test_tube-taker[{label}]", daemon=True)
 
     def start(self) -> None:
         for sink in self.sinks:
@@ -147,7 +167,9 @@ class Writer:
                 sink.between = self.relieve
             if hasattr(sink, "urgent"):
                 sink.urgent = self.waited_on
+        shorten_switch_interval()
         self.thread.start()
+        self.taker.start()
 
     # -- calling-thread side -------------------------------------------------
 
@@ -177,15 +199,21 @@ class Writer:
 
     def wait_room(self, seq: int, check: Callable[[], None]) -> None:
         """Block until the slot of ``seq`` is free (the ring is full); ``check`` raises to give up."""
-        room = self.ring.room
-        while seq >= room[0]:
+        ring = self.ring
+        if seq < ring.limit:
+            # The wake mark: half the ring waits; the writer takes it while log() goes on.
+            ring.room[0] = ring.limit  # a stale (lower) limit is only a call in too early
+            self.take_wake.set()
+            return
+        while seq >= ring.limit:
             check()  # raises the writer's error, if any
             self.pressed = True
             self.drained.clear()
+            self.take_wake.set()
             self.wake.set()
             if not self.thread.is_alive():
                 self.cycle()
-            if seq < room[0]:
+            if seq < ring.limit:
                 return
             self.drained.wait(0.05)
 
@@ -197,15 +225,49 @@ class Writer:
 
     def _run(self) -> None:
         lower_this_thread()
-        while True:
-            asked = self.wake.wait(DRAIN_INTERVAL)
-            if asked:
-                # Only a wake-up is consumed: one set after a timed-out wait
-                # stays set and makes the next look a take.
-                self.wake.clear()
-            self.cycle(asked=asked)
-            if self._stopping and not self._barriers:
+        try:
+            while True:
+                asked = self.wake.wait(DRAIN_INTERVAL)
+                if asked:
+                    # Only a wake-up is consumed: one set after a timed-out wait
+                    # stays set and makes the next look a take.
+                    self.wake.clear()
+                self.cycle(asked=asked)
+                if self._stopping and not self._barriers:
+                    return
+        finally:
+            self._done = True
+            self.take_wake.set()
+            restore_switch_interval()
+
+    def _run_taker(self) -> None:
+        """Free ring slots as soon as rows wait, whatever the publishing thread is doing.
+
+        Publishing (CSV text, Parquet row groups, fsync) takes far longer than a
+        take; on this thread of its own a take never waits for it, so log()
+        waits for room only when the journaled rows not yet published reach
+        :data:`HANDED_MAX` (publishing cannot keep up: the loop waits for it).
+        """
+        lower_this_thread()
+        while not self._done:
+            if self.take_wake.wait(DRAIN_INTERVAL):
+                self.take_wake.clear()
+            if self._done:
                 return
+            if self.autosave and self._handed_rows() >= HANDED_MAX:
+                self.wake.set()
+                self.published.wait(DRAIN_INTERVAL)
+                self.published.clear()
+                continue
+            took = False
+            try:
+                with self._take_lock:
+                    took = self._take(self.steps.peek())
+            except BaseException as exc:  # kept for the next caller; the rows stay in the ring
+                self._fail(exc)
+                self.wake.set()
+            if took and (not self.autosave or self._handed_rows() >= PUBLISH_ROWS):
+                self.wake.set()
 
     def cycle(self, *, final: bool = False, asked: bool = True) -> None:  # noqa: ARG002
         """One round of take, maybe flush; safe to call from any thread."""
@@ -235,7 +297,8 @@ class Writer:
         took = False
         if wanted and backlog:
             try:
-                took = self._take(hi)
+                with self._take_lock:
+                    took = self._take(hi)
             except BaseException as exc:
                 failure = exc
                 self._fail(exc)
@@ -243,7 +306,7 @@ class Writer:
         due = [b for b in barriers if b.target <= self.cursor]
         final = any(b.final for b in due)
         flush = bool(due) or tick
-        if flush or (took and self.autosave):
+        if flush or (self.autosave and self._handed_rows() >= PUBLISH_ROWS):
             try:
                 if flush:
                     self._sync()
@@ -281,27 +344,34 @@ class Writer:
         are freed after a short step instead of a whole backlog's.
         """
         ring = self.ring
-        n = ring.whole_run(self.cursor, hi)
-        if not n:
+        n = min(hi - self.cursor, ring.nslots)
+        if n <= 0:
             return False
         if self.pressed:
             n = min(n, PRESSED_TAKE)
         deferred_taken: list[Any] = []
-        cursor = self.cursor + n
+        var_pos = self.var_pos
         try:
-            parts: list[pa.Table] = []
-            var_pos = self.var_pos
-            for records in ring.take(self.cursor, n):
-                kinds = records.view(_ring.SLOT_DTYPE)["kind"]
-                more, var_pos = self._convert(records, kinds, deferred_taken, var_pos)
-                parts += more
-            table = _in_logging_order(parts).remove_column(0) if parts else None
+            table = self._take_packed(n)
+            if table is None:
+                n = ring.whole_run(self.cursor, self.cursor + n)
+                if not n:
+                    return False
+                parts: list[pa.Table] = []
+                for records in ring.take(self.cursor, n):
+                    kinds = records.view(_ring.SLOT_DTYPE)["kind"]
+                    more, var_pos = self._convert(records, kinds, deferred_taken, var_pos)
+                    parts += more
+                table = _in_logging_order(parts).remove_column(0) if parts else None
         except BaseException:
+            n = ring.whole_run(self.cursor, self.cursor + n)  # only whole records are dropped
+            cursor = self.cursor + n
             # A batch that cannot be converted would fail the same way every time:
             # its rows are dropped and counted, so close() and the exit warning say so.
             self.deferred.extendleft(reversed(deferred_taken))
             self._drop(n, cursor)
             raise
+        cursor = self.cursor + n
         try:
             if table is not None and table.num_rows:
                 self._journal(table, cursor, var_pos)
@@ -313,16 +383,54 @@ class Writer:
             raise
         self.cursor = cursor
         self.var_pos = var_pos
-        ring.free(cursor, var_pos)
-        ring.room[0] = self.cursor + min(ring.nslots, self.max_rows)
+        ring.free(var_pos, cursor + self.span, cursor + self.span // 2)
         if self.late_skips:
             for seq in list(self.late_skips):
-                if seq < ring.room[0]:
+                if seq < ring.limit:
                     self.late_skips.remove(seq)
                     ring.skip(seq)
         self.pressed = False
         self.drained.set()  # whoever waits for room goes on now, while the rows are published
         return True
+
+    def _take_packed(self, n: int) -> pa.Table | None:
+        """The usual take in a handful of numpy calls: ``n`` whole slots of one layout of 8-byte values.
+
+        Each call that lets go of the GIL waits for it to come back next to a
+        busy loop, so the cost of a take is the number of such calls, not the
+        rows: one gather copies every field of every slot out as a contiguous
+        column, one comparison checks that each slot is whole and of the
+        layout, and the columns become Arrow arrays without another copy.
+        None when the run is anything else (the general path takes it).
+        """
+        ring = self.ring
+        pieces = ring.take(self.cursor, n)
+        kind = int(pieces[0][:1].view(_ring.SLOT_DTYPE)["kind"][0])
+        if kind < 1 or kind > len(self.fast.shapes) or n < 2:
+            return None
+        shape = self.fast.shapes[kind - 1]
+        if shape.gather is None:
+            return None
+        words = _ring.SLOT // 8
+        cols = [piece.view("<i8").reshape(-1, words).T[shape.gather] for piece in pieces]
+        fields = cols[0] if len(cols) == 1 else np.concatenate(cols, axis=1)
+        expected = self._expected
+        if expected.shape[1] < n:
+            expected = self._expected = np.stack([np.arange(ring.nslots, dtype=np.int64)] * 2
+                                                  + [np.zeros(ring.nslots, np.int64)])
+        # seq and trailer equal to their numbers, the kind (with its zero padding) this layout's
+        if not np.array_equal(fields[:3] - np.array([[self.cursor], [self.cursor], [kind]]), expected[:, :n]):
+            return None
+        arrays = [pa.array(fields[3]), _timestamps(fields[4])]
+        for j, code in enumerate(shape.words):
+            column = fields[5 + j]
+            arrays.append(pa.array(column.view(np.float64) if code == "d" else column))
+        table = pa.Table.from_arrays(arrays, names=["step", "created_at", *shape.names])
+        return conform(table, self.schema())
+
+    def _handed_rows(self) -> int:
+        """Journaled rows not yet published (waiting, or in the piece being published)."""
+        return sum(table.num_rows for _, _, table in self._handed) + self._in_flight
 
     def _drop(self, n: int, cursor: int) -> None:
         ring = self.ring
@@ -338,17 +446,18 @@ class Writer:
         ring.write_state(_ring.State(0, cursor, var_pos, self.journal_end))
         self.lost_rows += rows
         self.cursor, self.var_pos = cursor, var_pos
-        ring.free(cursor, var_pos)
-        ring.room[0] = cursor + min(ring.nslots, self.max_rows)
+        ring.free(var_pos, cursor + self.span, cursor + self.span // 2)
         self.drained.set()
 
     def waited_on(self) -> bool:
-        """Whether a caller waits for room in the ring now."""
-        return self.pressed
+        """Whether a caller waits for room in the ring now (or the taker for the publisher)."""
+        return self.pressed or (self.taker.is_alive() and self._handed_rows() >= HANDED_MAX)
 
     def urgent(self) -> bool:
         """Whether the ring is filling up: a caller waits for room, or half of it is taken."""
-        return self.pressed or self.steps.peek() - self.cursor >= min(self.ring.nslots, self.max_rows) // 2
+        if self.taker.is_alive():
+            return self.pressed or self._handed_rows() >= HANDED_MAX
+        return self.pressed or self.steps.peek() - self.cursor >= self.span // 2
 
     def relieve(self) -> None:
         """Between two steps of publishing: free slots first if the ring is filling up.
@@ -357,7 +466,9 @@ class Writer:
         when publishing is what cannot keep up, the loop waits for it, so the rows
         held in memory (and the work left for ``close()``) stay bounded.
         """
-        if self.urgent() and sum(t.num_rows for _, _, t in self._handed) < min(self.ring.nslots, self.max_rows):
+        if self.taker.is_alive():
+            return  # the taker frees slots on its own
+        if self.urgent() and self._handed_rows() < max(self.span, PUBLISH_ROWS):
             try:
                 self._take(self.steps.peek())
             except BaseException as exc:
@@ -471,24 +582,40 @@ class Writer:
         """
         errors: list[BaseException] = []
         while True:
-            handed = self._handed
-            if self.published_end == self.journal_end:
-                self._handed = []
-                break
-            if handed and handed[0][0] == self.published_end:
-                start, end, new = handed.pop(0)
-            else:
-                self._handed = []
-                tables, end = _journal.read_frames(self.journal_path, self.published_end)
-                new = concat(tables) if tables else None
-            self.published_end = end
+            with self._take_lock:  # the taker appends frames meanwhile
+                handed = self._handed
+                if self.published_end == self.journal_end:
+                    self._handed = []
+                    break
+                if handed and handed[0][0] == self.published_end:
+                    start, end, new = handed.pop(0)
+                else:
+                    self._handed = []
+                    tables, end = _journal.read_frames(self.journal_path, self.published_end)
+                    new = concat(tables) if tables else None
+            self.published_end = end  # a sink rebuilding its file reads the journal up to here
             if new is None:
                 break
-            for sink in self.sinks:
-                try:
-                    sink.write(new)
-                except BaseException as exc:  # one failing sink must not stop the others
-                    errors.append(exc)
+            # In pieces while the taker waits for the publisher (a caller may wait behind it),
+            # whole otherwise: each piece costs a fixed number of GIL hand-offs.
+            self._in_flight = new.num_rows
+            at = 0
+            rebuilt: set[int] = set()  # sinks that rebuilt from the journal: they hold the whole frame
+            while at < new.num_rows and not errors:
+                size = PUBLISH_STEP if self.waited_on() else new.num_rows - at
+                piece = new.slice(at, size) if at or size < new.num_rows else new
+                for k, sink in enumerate(self.sinks):
+                    if k in rebuilt:
+                        continue
+                    try:
+                        if sink.write(piece):
+                            rebuilt.add(k)
+                    except BaseException as exc:  # one failing sink must not stop the others
+                        errors.append(exc)
+                at += size
+                self._in_flight = max(0, new.num_rows - at)
+                self.published.set()
+            self._in_flight = 0
             if errors:
                 break
         for sink in self.sinks:
@@ -531,6 +658,7 @@ class Writer:
         self._barriers = []
         self._cycle_lock = threading.Lock()
         self._barrier_lock = threading.Lock()
+        self._take_lock = threading.Lock()
         for fd in (self._journal_fd, self.ring.fd):
             try:
                 os.close(fd)  # the ring's flock stays the parent's: readers see when the parent dies
