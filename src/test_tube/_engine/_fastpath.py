@@ -40,6 +40,7 @@ import itertools
 import linecache
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -248,7 +249,9 @@ class FastPath:
     """
 
     def __init__(self, steps: Steps, ring: _ring.Ring, slow: Callable[..., None],
-                 wait_room: Callable[[int], None]) -> None:
+                 wait_room: Callable[[int], None], lock: threading.Lock) -> None:
+        """``lock`` is the Experiment's: shapes are added and the body swapped under it."""
+        self.lock = lock
         self.shapes: list[PackedShape] = []
         self._layouts: list[tuple[Paths, tuple[Kind, ...]]] = []
         self.ring = ring
@@ -282,6 +285,11 @@ class FastPath:
         """Swap the body (call under the Experiment's lock, or in a forked child)."""
         self._open = value
         self.log.__code__ = self._open_body if value else self._closed_body
+
+    def shut(self) -> None:
+        """Send every row to the slow path from now on (the writer failed: the slow path raises)."""
+        with self.lock:
+            self.open = False
 
     def knows(self, paths: Paths, kinds: tuple[Kind, ...]) -> bool:
         return (paths, kinds) in self._layouts

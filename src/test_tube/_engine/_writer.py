@@ -31,8 +31,7 @@ import operator
 import os
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise, repeat
 from typing import Any
 
@@ -43,12 +42,13 @@ from .._store import _journal
 
 from . import _ring
 from .._errors import WriterError
-from ._fastpath import FastPath, PackedShape, Steps
+from ._fastpath import PackedShape
 from ._media import MediaEncoder
 from ._priority import lower_this_thread, restore_switch_interval, shorten_switch_interval
 from ._rows import SEQ, SHAPE, SHAPES, STEP, TIME
-from .._store._schema import BASE_SCHEMA, concat, conform
+from .._store._schema import concat, conform
 from ._sinks import Sink
+from ._stages import Heartbeat, JournalFile, RingSource
 
 #: Bytes of text after which the writer takes rows without waiting for the next look.
 BATCH_BYTES = 16 * 2**20
@@ -99,38 +99,34 @@ class Writer:
 
     def __init__(
         self,
+        source: RingSource,
+        journal: JournalFile,
+        sinks: Sequence[Sink],
+        media: MediaEncoder,
+        heartbeat: Heartbeat | None = None,
         *,
         label: str,
-        ring: _ring.Ring,
-        steps: Steps,
-        fast: FastPath,
-        deferred: deque[Any],
-        columns: dict[str, pa.DataType],
-        journal_path: str,
-        sinks: list[Sink],
-        media: MediaEncoder,
         autosave: bool,
         flush_interval: float,
         max_rows: int,
         drain_bytes: int,
-        on_publish: Callable[[], None],
-        on_error: Callable[[], None],
     ) -> None:
+        """A writer of ``source`` into ``journal``, then ``sinks``; ``media`` encodes images, ``heartbeat``
+        refreshes the metadata at each flush.  Nothing runs until :meth:`start`."""
         self.label = label
-        self.ring = ring
-        self.steps = steps
-        self.fast = fast
-        self.deferred = deferred
-        self.columns = columns
-        self.journal_path = journal_path
-        self.sinks = sinks
+        self.source = source
+        self.ring = source.ring
+        self.steps = source.steps
+        self.fast = source.fast
+        self.deferred = source.deferred
+        self.columns = source.columns
+        self.journal = journal
+        self.sinks = list(sinks)
         self.media = media
+        self.heartbeat = heartbeat
         self.autosave = autosave
         self.flush_interval = flush_interval
-        self.max_rows = max_rows
         self.drain_bytes = drain_bytes
-        self._on_publish = on_publish
-        self._on_error = on_error
         self.error: BaseException | None = None
         self.wake = threading.Event()
         self.drained = threading.Event()
@@ -146,27 +142,33 @@ class Writer:
         self._in_flight = 0  # rows of the table being published not yet handed to every sink
         self.lost_rows = 0  # rows dropped by a batch that could not be converted
         self._stopping = False
-        self._journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        self.journal_end = os.fstat(self._journal_fd).st_size
-        self.published_end = self.journal_end
-        self._unsynced = False
         self._next_flush = time.monotonic() + flush_interval
         self._cycle_lock = threading.Lock()
         self._take_lock = threading.Lock()  # one take at a time: the taker's, or a cycle's
         self.take_wake = threading.Event()
         self._done = False
         self._expected = np.zeros((3, 0), np.int64)
-        self.span = min(ring.nslots, max_rows)  # rows that may wait in the ring
-        ring.free(0, self.span, self.span // 2)
+        self.span = min(self.ring.nslots, max_rows)  # rows that may wait in the ring
+        self.ring.free(0, self.span, self.span // 2)
+        for sink in self.sinks:
+            if hasattr(sink, "urgent"):
+                sink.urgent = self.waited_on  # small chunks while someone waits for the publisher
         self.thread = threading.Thread(target=self._run, name=f"test_tube-writer[{label}]", daemon=True)
         self.taker = threading.Thread(target=self._run_taker, name=f"test_tube-taker[{label}]", daemon=True)
 
+    @property
+    def journal_end(self) -> int:
+        return self.journal.end
+
+    @property
+    def published_end(self) -> int:
+        return self.journal.published_end
+
+    @published_end.setter
+    def published_end(self, end: int) -> None:
+        self.journal.published_end = end
+
     def start(self) -> None:
-        for sink in self.sinks:
-            if hasattr(sink, "between"):
-                sink.between = self.relieve
-            if hasattr(sink, "urgent"):
-                sink.urgent = self.waited_on
         shorten_switch_interval()
         self.thread.start()
         self.taker.start()
@@ -250,10 +252,13 @@ class Writer:
         """
         lower_this_thread()
         while not self._done:
-            if self.take_wake.wait(DRAIN_INTERVAL):
+            asked = self.take_wake.wait(DRAIN_INTERVAL)
+            if asked:
                 self.take_wake.clear()
             if self._done:
                 return
+            if not (asked or self.queued_rows() >= DRAIN_ROWS or self.queued_bytes() >= self.drain_bytes):
+                continue  # a few rows: they wait (durable already) for the flush
             if self.autosave and self._handed_rows() >= HANDED_MAX:
                 self.wake.set()
                 self.published.wait(DRAIN_INTERVAL)
@@ -294,11 +299,10 @@ class Writer:
         wanted = (asked or tick or final or barriers or backlog >= DRAIN_ROWS
                   or self.queued_bytes() >= self.drain_bytes)
         failure: BaseException | None = None
-        took = False
         if wanted and backlog:
             try:
                 with self._take_lock:
-                    took = self._take(hi)
+                    self._take(hi)
             except BaseException as exc:
                 failure = exc
                 self._fail(exc)
@@ -314,8 +318,8 @@ class Writer:
                     if flush and (due or final):
                         self.media.wait_idle()
                     self._publish(final=final, flush=flush, wait=bool(due))
-                if flush:
-                    self._on_publish()
+                if flush and self.heartbeat is not None:
+                    self.heartbeat.beat()
             except BaseException as exc:
                 failure = failure or exc
                 self._fail(exc)
@@ -430,7 +434,7 @@ class Writer:
 
     def _handed_rows(self) -> int:
         """Journaled rows not yet published (waiting, or in the piece being published)."""
-        return sum(table.num_rows for _, _, table in self._handed) + self._in_flight
+        return int(sum(table.num_rows for _, _, table in self._handed)) + self._in_flight
 
     def _drop(self, n: int, cursor: int) -> None:
         ring = self.ring
@@ -458,21 +462,6 @@ class Writer:
         if self.taker.is_alive():
             return self.pressed or self._handed_rows() >= HANDED_MAX
         return self.pressed or self.steps.peek() - self.cursor >= self.span // 2
-
-    def relieve(self) -> None:
-        """Between two steps of publishing: free slots first if the ring is filling up.
-
-        Not while a ring's worth of journaled rows already waits to be published:
-        when publishing is what cannot keep up, the loop waits for it, so the rows
-        held in memory (and the work left for ``close()``) stay bounded.
-        """
-        if self.taker.is_alive():
-            return  # the taker frees slots on its own
-        if self.urgent() and self._handed_rows() < max(self.span, PUBLISH_ROWS):
-            try:
-                self._take(self.steps.peek())
-            except BaseException as exc:
-                self._fail(exc)
 
     def _convert(self, records: np.ndarray, kinds: np.ndarray, deferred_taken: list[Any],
                  var_pos: int) -> tuple[list[pa.Table], int]:
@@ -554,25 +543,16 @@ class Writer:
         ring.write_state(_ring.State(0, self.cursor, self.var_pos, self.journal_end,
                                      cursor, var_pos, self.journal_end))
         try:
-            _writev_all(self._journal_fd, pieces)
+            start = self.journal.append(pieces)
         except BaseException:
-            # Cut a torn frame off again, so later frames stay reachable.
-            os.ftruncate(self._journal_fd, self.journal_end)
             ring.write_state(_ring.State(0, self.cursor, self.var_pos, self.journal_end))
             raise
-        start = self.journal_end
-        self.journal_end += sum(memoryview(p).nbytes for p in pieces)
         if self.autosave:
             self._handed.append((start, self.journal_end, table))
         ring.write_state(_ring.State(0, cursor, var_pos, self.journal_end))
-        self._unsynced = True
 
     def _sync(self) -> None:
-        if self._unsynced:
-            os.fsync(self._journal_fd)
-            self._unsynced = False
-        if os.fstat(self._journal_fd).st_nlink == 0:
-            raise FileNotFoundError(f"the journal {self.journal_path} was deleted while the run was writing it")
+        self.journal.sync()
 
     def _publish(self, *, final: bool, flush: bool, wait: bool) -> None:
         """Hand the journaled rows not yet published to the sinks.
@@ -591,7 +571,7 @@ class Writer:
                     start, end, new = handed.pop(0)
                 else:
                     self._handed = []
-                    tables, end = _journal.read_frames(self.journal_path, self.published_end)
+                    tables, end = self.journal.read_from(self.published_end)
                     new = concat(tables) if tables else None
             self.published_end = end  # a sink rebuilding its file reads the journal up to here
             if new is None:
@@ -629,27 +609,21 @@ class Writer:
         if errors:
             raise errors[0]
 
-    # -- the Source that sinks rebuild from ------------------------------------
-
     def schema(self) -> pa.Schema:
-        """Every column so far in first-seen order, with its current (widest) type."""
-        return pa.schema([*BASE_SCHEMA, *(pa.field(k, t) for k, t in list(self.columns.items()))])
-
-    def frames(self, schema: pa.Schema, stop: int | None = None) -> Iterator[pa.Table]:
-        for table, _ in _journal.iter_frames(self.journal_path, 0, stop):
-            yield conform(table, schema)
+        return self.source.schema()
 
     def _fail(self, exc: BaseException) -> None:
         if self.error is None:
             self.error = exc
-        self._on_error()
+        # Every log() goes through the slow path from now on, which raises the error.
+        self.fast.shut()
 
     def pending_rows(self) -> int:
         """Rows submitted but not yet in the journal (for the exit warning)."""
         return self.queued_rows()
 
     def close_files(self, *, remove_ring: bool) -> None:
-        os.close(self._journal_fd)
+        self.journal.close()
         self.ring.close(remove=remove_ring)
 
     def after_fork_in_child(self) -> None:
@@ -659,11 +633,11 @@ class Writer:
         self._cycle_lock = threading.Lock()
         self._barrier_lock = threading.Lock()
         self._take_lock = threading.Lock()
-        for fd in (self._journal_fd, self.ring.fd):
-            try:
-                os.close(fd)  # the ring's flock stays the parent's: readers see when the parent dies
-            except OSError:
-                pass
+        self.journal.after_fork_in_child()
+        try:
+            os.close(self.ring.fd)  # the ring's flock stays the parent's: readers see when the parent dies
+        except OSError:
+            pass
 
 
 _STEP = operator.itemgetter(STEP)
@@ -712,17 +686,6 @@ def _timestamps(times: Sequence[int] | np.ndarray) -> pa.Array:
         return pa.array(times // 1000, pa.timestamp("us", tz="UTC"))
     ns = pa.array(times, pa.timestamp("ns", tz="UTC"))
     return ns.cast(pa.timestamp("us", tz="UTC"), safe=False)
-
-
-def _writev_all(fd: int, pieces: list[bytes | pa.Buffer]) -> None:
-    views = [memoryview(p) for p in pieces]
-    while views:
-        written = os.writev(fd, views)
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if views and written:
-            views[0] = views[0][written:]
 
 
 def writer_error(exc: BaseException, label: str) -> WriterError:
