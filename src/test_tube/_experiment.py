@@ -23,13 +23,11 @@ from . import _git
 
 from ._store import _journal, _layout
 from ._errors import ExperimentClosedError, LogTypeError, LogValueError, UploadWarning, warn_from_caller
-from ._engine._fastpath import FastPath, Steps, shape_of
+from ._engine._fastpath import FastPath, Steps, resolve_step, shape_of
 from ._engine._media import MediaEncoder
 from ._engine._options import Options
 from ._engine._run_folder import Recovered, RunFolder
 from ._engine._rows import (
-    INT64_MAX,
-    INT64_MIN,
     SEQ,
     SHAPE,
     STEP,
@@ -294,7 +292,7 @@ class Experiment(SummaryWriterMethods):
         if not isinstance(metrics, Mapping):
             raise LogTypeError(f"log() takes a dict of values, got {type(metrics).__name__}",
                                value_type=type(metrics))
-        step = _resolve_step(step, global_step)
+        step = resolve_step(step, global_step)
         row = flatten(metrics)
         names: list[str] = []
         values: list[Any] = []
@@ -720,22 +718,6 @@ def _walltime_ns(walltime: Any) -> int:
         raise LogValueError(f"walltime must be seconds since the epoch, got {walltime!r}", key="walltime")
     # Rows keep microseconds; going through ns in a float would store 1700000000.25 as .249999.
     return round(seconds * 1e6) * 1000
-
-
-def _resolve_step(step: Any, global_step: Any) -> int | None:
-    if global_step is not None:
-        if step is not None and step != global_step:
-            raise LogValueError(f"log(): step={step!r} and global_step={global_step!r} disagree; pass one")
-        step = global_step
-    if step is None:
-        return None
-    if type(step) is bool or not isinstance(step, (int, np.integer)):
-        raise LogTypeError(f"log(): step must be an int, got {type(step).__name__} {step!r}", key="step",
-                           value_type=type(step))
-    value = int(step)
-    if not INT64_MIN <= value <= INT64_MAX:
-        raise LogValueError(f"log(): step {value} does not fit in a 64-bit integer", key="step")
-    return value
 
 
 def _is_array_like(value: Any) -> bool:
