@@ -386,7 +386,7 @@ class Experiment(SummaryWriterMethods):
         if shape is None:
             return
         with self._lock:
-            if self._closed or self._writer.error is not None or self._pid != os.getpid():
+            if self._closed or self._writer.error is not None or _exit.forked(self._pid):
                 return
             self._fast.add(*shape)
             # A writer error closed the fast path; the slow path has raised it since.
@@ -433,7 +433,7 @@ class Experiment(SummaryWriterMethods):
                 self._image_bytes -= nbytes
 
     def _check_usable(self, what: str, *, closing_ok: bool = False) -> None:
-        if self._pid != os.getpid():
+        if _exit.forked(self._pid):
             raise ExperimentClosedError(
                 f"{what}(): this Experiment was opened in process {self._pid}; a forked child cannot "
                 f"write to it. Log from the parent, or open an Experiment in the child."
@@ -509,7 +509,7 @@ class Experiment(SummaryWriterMethods):
         for the uploads at most ``timeout`` (default ``exit_timeout``) seconds;
         an ``UploadWarning`` names what was not uploaded and the spool keeping it.
         """
-        if self._inert or self._closed or self._pid != os.getpid():
+        if self._inert or self._closed or _exit.forked(self._pid):
             self._closed = True
             return
         self._stop_taking_rows()
@@ -635,14 +635,14 @@ class Experiment(SummaryWriterMethods):
         }
 
     def _after_fork_in_child(self) -> None:
+        """Called by ``_exit``'s at-fork hook only: this copy owns nothing now; each stage lets go."""
         self._fast.open = False
         self._lock = self._fast.lock = threading.Lock()
+        stages: list[Any] = [self._heartbeat, self._writer, self._media, self._folder]
         if self._upload is not None:
-            self._upload.after_fork_in_child()
-        self._heartbeat.after_fork_in_child()
-        self._writer.after_fork_in_child()
-        self._media.after_fork_in_child()
-        self._folder.after_fork_in_child()
+            stages.insert(0, self._upload)
+        for stage in stages:
+            stage.after_fork_in_child()
 
     def get_data_path(self, exp_name: str, exp_version: int) -> str:
         """The version folder of ``exp_name``/``exp_version`` under this save_dir (a path in the store on one)."""
