@@ -315,21 +315,25 @@ def format_rows(table: pa.Table, columns: list[str]) -> memoryview:
     """CSV lines (no header) for ``table``, with cells in the order of ``columns``.
 
     Each kind of column becomes text in one vectorised step (all float columns
-    together, all int columns together) and the lines are joined in Arrow, so
-    no Python code runs per row and the number of pyarrow calls does not grow
-    with the columns: each call lets go of the GIL, and getting it back next to
-    a busy training loop takes up to the interpreter's switch interval.  The
-    result is a view of Arrow's buffer, written out without another copy.
+    together, all int columns together) and the lines are joined in Arrow in
+    one call, so no Python code runs per row and the number of pyarrow calls
+    does not grow with the columns: each call lets go of the GIL, and getting
+    it back next to a busy training loop takes up to the interpreter's switch
+    interval.  The cell separators are part of the join: after a float cell
+    that needs ``.0`` (see :func:`_float_marks`) the separator is ``.0,``, so
+    no text column is rebuilt to append it.  The result is a view of Arrow's
+    buffer, written out without another copy.
     """
     n = table.num_rows
     if n == 0:
         return memoryview(b"")
     names = set(table.column_names)
     texts: list[Any] = [None] * len(columns)
+    seps: list[Any] = [_COMMA] * (len(columns) - 1) + [_NEWLINE]
     batched: dict[str, list[tuple[int, pa.Array]]] = {"float": [], "int": []}
     for k, name in enumerate(columns):
         if name not in names:
-            texts[k] = pa.nulls(n, _TEXT)
+            texts[k] = _EMPTY  # a missing cell is an empty one
             continue
         column = table.column(name)
         t = column.type
@@ -343,13 +347,18 @@ def format_rows(table: pa.Table, columns: list[str]) -> memoryview:
         if not members:
             continue
         joined = pa.concat_arrays([array for _, array in members]) if len(members) > 1 else members[0][1]
-        text = _float_text(joined) if kind == "float" else pc.cast(joined, _TEXT)
+        text = pc.cast(joined, _TEXT)
+        marks = _float_marks(joined, text) if kind == "float" else None
         for m, (k, _) in enumerate(members):
             texts[k] = text.slice(m * n, n)
-    # The line ending goes onto the last cell (a missing one is an empty cell), so
-    # one join builds the lines instead of a second pass over all of them.
-    texts[-1] = pc.binary_join_element_wise(pc.fill_null(texts[-1], _EMPTY), _NEWLINE, _EMPTY)
-    lines = pc.binary_join_element_wise(*texts, _COMMA, null_handling="replace", null_replacement="")
+            if marks is not None:
+                last = k == len(columns) - 1
+                seps[k] = pc.if_else(marks.slice(m * n, n), _POINT_ZERO_NEWLINE if last else _POINT_ZERO_COMMA,
+                                     _NEWLINE if last else _COMMA)
+    parts: list[Any] = []
+    for text, sep in zip(texts, seps):
+        parts += (text, sep)
+    lines = pc.binary_join_element_wise(*parts, _EMPTY, null_handling="replace", null_replacement="")
     if isinstance(lines, pa.ChunkedArray):
         lines = lines.combine_chunks()
     # The lines are one contiguous run of bytes in the array's data buffer.
@@ -359,11 +368,29 @@ def format_rows(table: pa.Table, columns: list[str]) -> memoryview:
     return memoryview(data.slice(first, last - first))
 
 
+def _float_marks(column: pa.Array, text: pa.Array) -> pa.Array | None:
+    """Where Arrow's text of a float needs ``.0`` to read as Python spells it, or None if nowhere.
+
+    Arrow spells 3.0 "3", which readers would take for an int.  x - trunc(x)
+    is exactly 0 for a whole finite float (nan for an infinity or nan, null for
+    null): two cheap passes find them; of those, only the cells where Arrow did
+    not choose an exponent ("1e+16") get the ``.0``.
+    """
+    whole = pc.equal(pc.subtract(column, pc.trunc(column)), _ZERO)
+    count = pc.sum(whole).as_py() or 0
+    if not count:
+        return None
+    plain = pc.invert(pc.match_substring(pc.filter(text, whole), "e"))
+    return pc.fill_null(pc.replace_with_mask(whole, whole, plain), False)
+
+
 _TEXT = pa.large_string()
 _OFFSETS = struct.Struct("<q")
 _EMPTY = pa.scalar("", _TEXT)
 _COMMA = pa.scalar(",", _TEXT)
 _NEWLINE = pa.scalar("\n", _TEXT)
+_POINT_ZERO_COMMA = pa.scalar(".0,", _TEXT)
+_POINT_ZERO_NEWLINE = pa.scalar(".0\n", _TEXT)
 
 
 def _cell_text(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:

@@ -74,7 +74,7 @@ PRESSED_TAKE = 16_384
 
 #: Journaled rows not yet published after which the taker waits for the publisher
 #: (so the rows held in memory, and the work left for ``close()``, stay bounded).
-HANDED_MAX = 262_144
+HANDED_MAX = 131_072
 
 #: Rows handed to the sinks at once while the taker waits for the publisher.
 PUBLISH_STEP = 16_384
@@ -249,8 +249,9 @@ class Writer:
         take; on this thread of its own a take never waits for it, so log()
         waits for room only when the journaled rows not yet published reach
         :data:`HANDED_MAX` (publishing cannot keep up: the loop waits for it).
+        It keeps the loop's priority (the publisher is lowered): its work is
+        short, and it is what a log() waiting for room waits for.
         """
-        lower_this_thread()
         while not self._done:
             asked = self.take_wake.wait(DRAIN_INTERVAL)
             if asked:
