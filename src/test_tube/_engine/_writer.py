@@ -1,4 +1,10 @@
-"""The writer: the one thread that takes rows off the ring and touches the run's files.
+"""The writer: takes rows off the ring into the journal, then publishes them; built from its stages.
+
+A writer is given its stages when it is built (``_stages``): the ring source
+(the ring, its counter, the fast path's layouts, the deferred rows, the
+columns), the journal file, the sinks (``metrics.csv``, ``metrics.parquet``,
+TensorBoard), the media encoder and the heartbeat (the metadata files).  It
+calls nothing back: results and errors come back through its barriers.
 
 Vocabulary, used the same way everywhere:
 
@@ -6,23 +12,33 @@ Vocabulary, used the same way everywhere:
   values on the fast path (``_fastpath``), a marker plus a variable-length
   record on the slow path; rows holding device tensors wait in a deque until
   the writer reads them;
-* *take*: the writer copies the run of whole slots from its cursor as one
-  numpy array, turns each layout's slots into Arrow columns (one C call per
-  column, no Python per row), appends them to the journal as one frame and
-  only then frees the slots: a row is always in the ring file or the journal;
-* *flush*: a barrier; the journal is synced, the published files
-  (``metrics.csv``, ``metrics.parquet``) brought up to date, waiting callers released;
-* *close*: a last flush that also completes ``metrics.parquet``, then the thread stops.
+* *take*: the run of whole slots from the cursor becomes Arrow columns (for the
+  usual run of one layout of 8-byte values, one numpy gather and one check: no
+  Python per row), is appended to the journal as one frame, and only then are
+  the slots freed: a row is always in the ring file or the journal;
+* *publish*: journaled rows are handed to the sinks;
+* *flush*: a barrier; the journal is synced, the published files brought up to
+  date, waiting callers released;
+* *close*: a last flush that also completes ``metrics.parquet``, then the threads stop.
 
-A take is as big as the backlog: the writer's cost is mostly a fixed number of
-GIL hand-offs per take (each pyarrow or numpy call that releases the GIL waits
-up to the interpreter's switch interval to get it back next to a busy loop),
-so taking everything that waits keeps the hand-offs per row falling as the
-loop speeds up.
+Two threads: the *taker* (:meth:`Writer._run_taker`) only takes, so log()
+never waits behind publishing (CSV text, Parquet row groups, fsync) unless
+publishing falls :data:`HANDED_MAX` rows behind; the *publisher*
+(:meth:`Writer._run`) handles barriers, flushes and publishing.  ``log()``
+wakes the taker at the ring's wake mark (half full) instead of waiting for it
+to look.
+
+Most of the writer's cost next to a busy loop is not CPU but getting the GIL
+back after each numpy or pyarrow call that let go of it: up to the
+interpreter's switch interval (5 ms by default; 0.5 ms while a writer runs,
+``_priority``).  So every stage makes few, big calls: takes as big as the
+backlog, rows published :data:`PUBLISH_ROWS` at a time (in
+:data:`PUBLISH_STEP` pieces only while someone waits for the publisher).
 
 The writer never dies on one bad batch: an exception is kept, handed to the
-next caller (``log()``, ``save()``, ``close()``), and the writer keeps going;
-rows it could not journal stay in the ring and are taken again.
+next caller (``log()``, ``save()``, ``close()``) and to waiting barriers, and
+the writer keeps going; rows it could not journal stay in the ring and are
+taken again.
 """
 
 from __future__ import annotations
@@ -77,7 +93,7 @@ PRESSED_TAKE = 16_384
 HANDED_MAX = 131_072
 
 #: Rows handed to the sinks at once while the taker waits for the publisher.
-PUBLISH_STEP = 16_384
+PUBLISH_STEP = 8_192
 
 _SEQ_FIELD = pa.field("seq", pa.int64())
 
@@ -252,10 +268,11 @@ class Writer:
         It keeps the loop's priority (the publisher is lowered): its work is
         short, and it is what a log() waiting for room waits for.
         """
+        asked = False
         while not self._done:
-            asked = self.take_wake.wait(DRAIN_INTERVAL)
-            if asked:
-                self.take_wake.clear()
+            if not asked:
+                asked = self.take_wake.wait(DRAIN_INTERVAL)
+            self.take_wake.clear()
             if self._done:
                 return
             if not (asked or self.queued_rows() >= DRAIN_ROWS or self.queued_bytes() >= self.drain_bytes):
@@ -264,7 +281,8 @@ class Writer:
                 self.wake.set()
                 self.published.wait(DRAIN_INTERVAL)
                 self.published.clear()
-                continue
+                continue  # still asked: take as soon as the publisher made room
+            asked = False
             took = False
             try:
                 with self._take_lock:
