@@ -31,16 +31,17 @@ def lower_this_thread() -> None:
 #: The writer's threads make a few dozen numpy/pyarrow calls per batch, each of which lets go
 #: of the GIL; getting it back next to a training loop that runs Python takes up to the switch
 #: interval, so at 5 ms they spend most of their time waiting, and the loop then waits for room.
-SWITCH_INTERVAL = 5e-4
+SWITCH_INTERVAL = 2e-4
 
 _switch_lock = threading.Lock()
 _switch_users = 0
 _switch_saved: float | None = None
+_switch_ours: float | None = None  # the interval as the interpreter reports it after we set it
 
 
 def shorten_switch_interval() -> None:
     """Lower the switch interval to :data:`SWITCH_INTERVAL` (never raise it) while a writer runs."""
-    global _switch_users, _switch_saved
+    global _switch_users, _switch_saved, _switch_ours
     with _switch_lock:
         _switch_users += 1
         if _switch_users == 1:
@@ -48,6 +49,7 @@ def shorten_switch_interval() -> None:
             if current > SWITCH_INTERVAL:
                 _switch_saved = current
                 sys.setswitchinterval(SWITCH_INTERVAL)
+                _switch_ours = sys.getswitchinterval()
 
 
 def restore_switch_interval() -> None:
@@ -58,7 +60,7 @@ def restore_switch_interval() -> None:
             return
         _switch_users -= 1
         if _switch_users == 0 and _switch_saved is not None:
-            if sys.getswitchinterval() == SWITCH_INTERVAL:
+            if sys.getswitchinterval() == _switch_ours:  # nobody changed it meanwhile
                 sys.setswitchinterval(_switch_saved)
             _switch_saved = None
 
