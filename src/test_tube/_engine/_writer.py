@@ -159,6 +159,7 @@ class Writer:
         self.lost_rows = 0  # rows dropped by a batch that could not be converted
         self._stopping = False
         self._next_flush = time.monotonic() + flush_interval
+        self._opened_at = journal.end  # the journal's end when this session began
         self._cycle_lock = threading.Lock()
         self._take_lock = threading.Lock()  # one take at a time: the taker's, or a cycle's
         self.take_wake = threading.Event()
@@ -290,7 +291,8 @@ class Writer:
             except BaseException as exc:  # kept for the next caller; the rows stay in the ring
                 self._fail(exc)
                 self.wake.set()
-            if took and (not self.autosave or self._handed_rows() >= PUBLISH_ROWS):
+            if took and (not self.autosave or self._handed_rows() >= PUBLISH_ROWS
+                         or self.published_end == self._opened_at):
                 self.wake.set()
 
     def cycle(self, *, final: bool = False, asked: bool = True) -> None:  # noqa: ARG002
@@ -329,7 +331,10 @@ class Writer:
         due = [b for b in barriers if b.target <= self.cursor]
         final = any(b.final for b in due)
         flush = bool(due) or tick
-        if flush or (self.autosave and self._handed_rows() >= PUBLISH_ROWS):
+        # The first rows are published at once: a sink's first write builds its file from the
+        # journal in one step, which must be short (log() may wait behind it).
+        first = self._handed and self.published_end == self._opened_at
+        if flush or (self.autosave and (first or self._handed_rows() >= PUBLISH_ROWS)):
             try:
                 if flush:
                     self._sync()
