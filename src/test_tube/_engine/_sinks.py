@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -55,7 +55,7 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-#: Rows formatted at once: between two chunks the writer may free ring slots.
+#: Rows formatted at once: short chunks while someone waits for the publisher, long ones otherwise.
 CSV_CHUNK = 8_192
 CSV_CHUNK_CALM = 131_072
 
@@ -79,17 +79,12 @@ class CsvSink:
             return True
         start = 0
         while start < table.num_rows:
-            if start:
-                self.between()  # the writer may free ring slots before the next chunk
             # Short chunks while a caller waits for room in the ring, long ones otherwise:
             # each chunk costs a fixed number of GIL hand-offs.
             size = CSV_CHUNK if self.urgent() else CSV_CHUNK_CALM
             self._append(format_rows(table.slice(start, size), self._columns))
             start += size
         return False
-
-    def between(self) -> None:
-        """Called between two chunks of a big write (the writer sets it)."""
 
     def urgent(self) -> bool:
         """Whether a caller waits for room in the ring (the writer sets it)."""
@@ -160,7 +155,6 @@ class ParquetSink:
         self._held: list[pa.Table] = []
         self._held_rows = 0
         self._restarts = 0
-        self.between: Callable[[], None] = _nothing  # the writer sets it: free ring slots first
         self._stream_path = _layout.temp_path(os.path.join(os.path.dirname(path), "stream." + os.path.basename(path)))
 
     def write(self, table: pa.Table) -> bool:
@@ -189,7 +183,6 @@ class ParquetSink:
         self._held.append(table)
         self._held_rows += table.num_rows
         if self._held_rows >= _STREAM_GROUP:
-            self.between()
             self._write_held()
 
     def _write_held(self) -> None:
@@ -277,10 +270,6 @@ class ParquetSink:
         self._rows_in_file = rows
 
 
-def _nothing() -> None:
-    pass
-
-
 def _text_columns(schema: pa.Schema) -> list[str]:
     # Dictionary encoding only pays for text; on float columns it triples the cost.
     return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
@@ -288,7 +277,7 @@ def _text_columns(schema: pa.Schema) -> list[str]:
 
 _MAX_RESTARTS = 8
 #: Rows of a row group of the streamed file: small enough that writing one is a
-#: short step (the writer frees ring slots between steps), big enough to compress well.
+#: short step (log() may wait behind it while publishing falls behind), big enough to compress well.
 _STREAM_GROUP = 65_536
 _ROW_GROUP = 1 << 17
 

@@ -385,10 +385,13 @@ class Writer:
                 n = ring.whole_run(self.cursor, self.cursor + n)
                 if not n:
                     return False
+                # One schema for every piece of the take, read once the run is known whole: each
+                # of its rows was typed into the columns before its slot was written.
+                schema = pa.schema([_SEQ_FIELD, *self.schema()])
                 parts: list[pa.Table] = []
                 for records in ring.take(self.cursor, n):
                     kinds = records.view(_ring.SLOT_DTYPE)["kind"]
-                    more, var_pos = self._convert(records, kinds, deferred_taken, var_pos)
+                    more, var_pos = self._convert(records, kinds, deferred_taken, var_pos, schema)
                     parts += more
                 table = _in_logging_order(parts).remove_column(0) if parts else None
         except BaseException:
@@ -488,9 +491,8 @@ class Writer:
         return self.pressed or self.steps.peek() - self.cursor >= self.span // 2
 
     def _convert(self, records: np.ndarray, kinds: np.ndarray, deferred_taken: list[Any],
-                 var_pos: int) -> tuple[list[pa.Table], int]:
-        """The rows of a run of slots as tables whose first column is the sequence number."""
-        schema = pa.schema([_SEQ_FIELD, *self.schema()])
+                 var_pos: int, schema: pa.Schema) -> tuple[list[pa.Table], int]:
+        """The rows of a run of slots as tables whose first column is the sequence number, as ``schema``."""
         shapes = self.fast.shapes
         first = int(kinds[0])
         if first >= 1 and (kinds == first).all():  # the usual run: one layout
