@@ -34,7 +34,8 @@ from test_tube._engine import _ring, _sinks, _writer
 
 STAGES: list[tuple[Any, str, str]] = [
     (_ring.Ring, "whole_run", "take: find the run of whole slots"),
-    (_writer.Writer, "_convert", "take: slots to Arrow, logging order, steps"),
+    (_writer.Writer, "_take_packed", "take: packed runs (one gather, one check)"),
+    (_writer.Writer, "_convert", "take: other runs to Arrow, logging order, steps"),
     (_journal, "encode", "journal: encode a frame (IPC + crc32)"),
     (_writer.Writer, "_journal", "journal: encode, write, record in the ring"),
     (_writer.Writer, "_sync", "journal: fsync at flushes"),

@@ -781,3 +781,42 @@ def test_resuming_a_version_of_the_original_keeps_its_rows(tmp_path: Path) -> No
     assert [r["train_loss"] for r in rows] == ["0.9", "", "0.5"]
     assert rows[1]["created_at"] == "2026-11-29 17:33:26.054156"
     assert test_tube.read(exp.log_dir).column("val_acc").to_pylist() == [None, 0.4, None]
+
+
+def test_many_laps_of_a_small_ring_keep_every_row_in_order(tmp_path: Path) -> None:
+    """Rows taken in runs that wrap around the ring's end, with a new key set now and then, all arrive in order."""
+    with Experiment(name="laps", save_dir=tmp_path, record_git=False, max_queue_rows=1000) as exp:
+        for i in range(20_000):
+            if i % 5000 == 4999:
+                exp.log({"a": float(i), "b": i, "c": "text"}, step=i)  # a slow-path row between packed runs
+            else:
+                exp.log({"a": float(i), "b": i}, step=i)
+            if i == 7777:
+                exp.save()
+    table = test_tube.read(exp.log_dir)
+    assert table.column("step").to_pylist() == list(range(20_000))
+    assert table.column("a").to_pylist() == [float(i) for i in range(20_000)]
+    assert table.column("b").to_pylist() == list(range(20_000))
+    with open(os.path.join(exp.log_dir, "metrics.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == list(range(20_000))
+    assert rows[4999]["c"] == "text" and rows[5000]["c"] == ""
+    assert pq.read_table(os.path.join(exp.log_dir, "metrics.parquet")).column("b").to_pylist() == list(range(20_000))
+
+
+def test_the_switch_interval_is_lowered_while_open_and_given_back(tmp_path: Path) -> None:
+    """While a writer runs the interpreter's switch interval is at most 0.2 ms; close() gives the old one back."""
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        exp = Experiment(name="si", save_dir=tmp_path, record_git=False)
+        assert sys.getswitchinterval() == pytest.approx(2e-4)
+        exp.log({"x": 1.0})
+        exp.close()
+        assert sys.getswitchinterval() == pytest.approx(0.005)
+        sys.setswitchinterval(1e-4)  # a user's lower setting is left alone
+        with Experiment(name="si", save_dir=tmp_path, record_git=False):
+            assert sys.getswitchinterval() == pytest.approx(1e-4)
+        assert sys.getswitchinterval() == pytest.approx(1e-4)
+    finally:
+        sys.setswitchinterval(before)

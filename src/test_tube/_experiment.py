@@ -23,13 +23,11 @@ from . import _git
 
 from ._store import _journal, _layout
 from ._errors import ExperimentClosedError, LogTypeError, LogValueError, UploadWarning, warn_from_caller
-from ._engine._fastpath import FastPath, Steps, shape_of
+from ._engine._fastpath import FastPath, Steps, resolve_step, shape_of
 from ._engine._media import MediaEncoder
 from ._engine._options import Options
 from ._engine._run_folder import Recovered, RunFolder
 from ._engine._rows import (
-    INT64_MAX,
-    INT64_MIN,
     SEQ,
     SHAPE,
     STEP,
@@ -49,6 +47,7 @@ from ._summary_writer import SummaryWriterMethods
 from ._engine._tensorboard import TF_DIR, TensorBoardSink
 from ._store._schema import BASE_SCHEMA, concat
 from ._engine._upload import Uploader
+from ._engine._stages import Heartbeat, JournalFile, RingSource
 from ._engine._writer import BATCH_BYTES, Writer, writer_error
 
 
@@ -169,7 +168,6 @@ class Experiment(SummaryWriterMethods):
         self._closed = False
         self._released = False
         self._pid = os.getpid()
-        self._tags_dirty = False
         self._failed = False
         self._upload: Uploader | None = None
         if self._inert:
@@ -196,6 +194,7 @@ class Experiment(SummaryWriterMethods):
             self._open(formats, flush_interval, image_workers, jpeg_quality, record_git)
             if remote is not None:
                 self._upload = Uploader(remote, label=f"{self.name}/version_{self.version}")
+                self._heartbeat.upload = self._upload  # it looks at the spool after each flush
         except BaseException:
             self._folder.release()
             if remote is not None:
@@ -225,29 +224,14 @@ class Experiment(SummaryWriterMethods):
                                    on_done=self._release_bytes)
         nslots, var_bytes = _ring.geometry(self._max_rows, self._max_bytes)
         self._ring = _ring.Ring(folder.ring, nslots, var_bytes)
-        self._fast = FastPath(self._steps, self._ring, self._log_slow, self._wait_room_for)
+        self._fast = FastPath(self._steps, self._ring, self._log_slow, self._wait_room_for, self._lock)
+        source = RingSource(self._ring, self._steps, self._fast, self._deferred, self._columns)
+        journal = JournalFile(folder.journal, source)
         sinks: list[Sink] = []
-        self._writer = Writer(
-            label=f"{self.name}/version_{self.version}",
-            ring=self._ring,
-            steps=self._steps,
-            fast=self._fast,
-            deferred=self._deferred,
-            columns=self._columns,
-            journal_path=folder.journal,
-            sinks=sinks,
-            media=self._media,
-            autosave=self.autosave,
-            flush_interval=flush_interval,
-            max_rows=self._max_rows,
-            drain_bytes=min(BATCH_BYTES, var_bytes // 2),
-            on_publish=self._on_publish,
-            on_error=self._on_writer_error,
-        )
         if "csv" in formats:
-            sinks.append(CsvSink(folder.csv, self._writer))
+            sinks.append(CsvSink(folder.csv, journal))
         if "parquet" in formats:
-            sinks.append(ParquetSink(folder.parquet, self._writer, rows=existing))
+            sinks.append(ParquetSink(folder.parquet, journal, rows=existing))
         if "tensorboard" in formats:
             sinks.append(TensorBoardSink(os.path.join(folder.log_dir, TF_DIR), folder.media, tags=self._tags_snapshot,
                                          group=f"{self.name}/version_{self.version}"))
@@ -256,8 +240,13 @@ class Experiment(SummaryWriterMethods):
             # whatever a crash left them as.
             for sink in sinks:
                 sink.close()
-        self._write_meta("running")
-        folder.write_tags(self.tags)
+        self._heartbeat = Heartbeat(folder, self._meta_record(flush_interval), self.tags)
+        self._writer = Writer(source, journal, sinks, self._media, self._heartbeat,
+                              label=f"{self.name}/version_{self.version}", autosave=self.autosave,
+                              flush_interval=flush_interval, max_rows=self._max_rows,
+                              drain_bytes=min(BATCH_BYTES, var_bytes // 2))
+        self._heartbeat.write("running")
+        self._heartbeat.write_tags()
 
     def _resume(self, found: Recovered) -> int:
         """Take up what earlier sessions of this version left (tags, step, columns); return its row count."""
@@ -303,7 +292,7 @@ class Experiment(SummaryWriterMethods):
         if not isinstance(metrics, Mapping):
             raise LogTypeError(f"log() takes a dict of values, got {type(metrics).__name__}",
                                value_type=type(metrics))
-        step = _resolve_step(step, global_step)
+        step = resolve_step(step, global_step)
         row = flatten(metrics)
         names: list[str] = []
         values: list[Any] = []
@@ -397,7 +386,7 @@ class Experiment(SummaryWriterMethods):
         if shape is None:
             return
         with self._lock:
-            if self._closed or self._writer.error is not None or self._pid != os.getpid():
+            if self._closed or self._writer.error is not None or _exit.forked(self._pid):
                 return
             self._fast.add(*shape)
             # A writer error closed the fast path; the slow path has raised it since.
@@ -416,7 +405,7 @@ class Experiment(SummaryWriterMethods):
 
     def _skip(self, seq: int) -> None:
         """Mark a sequence number whose row was not stored, now or once its slot is free."""
-        if seq < self._ring.room[0]:
+        if seq < self._ring.limit:
             self._ring.skip(seq)
         else:
             self._writer.late_skips.append(seq)
@@ -438,18 +427,13 @@ class Experiment(SummaryWriterMethods):
                 writer.cycle()
             writer.drained.wait(0.05)
 
-    def _on_writer_error(self) -> None:
-        # Send every log() through the slow path, which raises the error.
-        with self._lock:
-            self._fast.open = False
-
     def _release_bytes(self, nbytes: int) -> None:
         if nbytes:
             with self._lock:
                 self._image_bytes -= nbytes
 
     def _check_usable(self, what: str, *, closing_ok: bool = False) -> None:
-        if self._pid != os.getpid():
+        if _exit.forked(self._pid):
             raise ExperimentClosedError(
                 f"{what}(): this Experiment was opened in process {self._pid}; a forked child cannot "
                 f"write to it. Log from the parent, or open an Experiment in the child."
@@ -477,9 +461,7 @@ class Experiment(SummaryWriterMethods):
             raise LogTypeError(f"tag() takes a dict, got {type(tags).__name__}", value_type=type(tags))
         _check_tags(tags)
         self._check_usable("tag")
-        with self._lock:
-            self.tags.update(tags)
-            self._tags_dirty = True
+        self._heartbeat.tag(dict(tags))
 
     def argparse(self, namespace: Any) -> None:
         """Record every hyperparameter of an ``argparse.Namespace`` as a tag (methods are skipped)."""
@@ -527,7 +509,7 @@ class Experiment(SummaryWriterMethods):
         for the uploads at most ``timeout`` (default ``exit_timeout``) seconds;
         an ``UploadWarning`` names what was not uploaded and the spool keeping it.
         """
-        if self._inert or self._closed or self._pid != os.getpid():
+        if self._inert or self._closed or _exit.forked(self._pid):
             self._closed = True
             return
         self._stop_taking_rows()
@@ -561,6 +543,7 @@ class Experiment(SummaryWriterMethods):
         locked = self._lock.acquire(timeout=5.0)
         try:
             self._closed = True
+            self._heartbeat.stop()
             self._fast.open = False
         finally:
             if locked:
@@ -606,7 +589,7 @@ class Experiment(SummaryWriterMethods):
         """
         self._released = True
         try:
-            self._write_meta(status, reason)
+            self._heartbeat.write(status, reason)
         except OSError as exc:
             if not quiet:
                 raise writer_error(exc, self._writer.label) from exc
@@ -629,21 +612,9 @@ class Experiment(SummaryWriterMethods):
                 f"{self._upload.spool}; opening this version again on this host (version={self.version}) "
                 f"uploads the rest", spool=self._upload.spool))
 
-    def _on_publish(self) -> None:
-        """Called by the writer after each flush: refresh the metadata files (the heartbeat)."""
-        with self._lock:
-            dirty, self._tags_dirty = self._tags_dirty, False
-            tags = dict(self.tags) if dirty else None
-        if tags is not None:
-            self._folder.write_tags(tags)
-        if not self._closed:
-            self._write_meta("running")
-        if self._upload is not None:
-            self._upload.observe()
-
-    def _write_meta(self, status: str, end_reason: str | None = None) -> None:
-        now = _utc_text()
-        meta = {
+    def _meta_record(self, flush_interval: float) -> dict[str, Any]:
+        """meta.experiment's fields in order; status and times are filled at each write."""
+        return {
             "name": self.name,
             "version": self.version,
             "tags_path": os.path.join(self.log_dir, _layout.TAGS),
@@ -653,25 +624,25 @@ class Experiment(SummaryWriterMethods):
             "created_at": self.created_at,
             "exp_hash": f"{self.name}_v{self.version}",
             "format": _layout.FORMAT,
-            "status": status,
+            "status": None,
             "pid": self._pid,
             "host": _layout.host(),
-            "updated_at": now,
-            "ended_at": None if status == "running" else now,
-            "end_reason": end_reason,
-            "flush_interval": self._writer.flush_interval,
+            "updated_at": None,
+            "ended_at": None,
+            "end_reason": None,
+            "flush_interval": flush_interval,
             "git": self._git,
         }
-        self._folder.write_meta(meta)
 
     def _after_fork_in_child(self) -> None:
+        """Called by ``_exit``'s at-fork hook only: this copy owns nothing now; each stage lets go."""
         self._fast.open = False
+        self._lock = self._fast.lock = threading.Lock()
+        stages: list[Any] = [self._heartbeat, self._writer, self._media, self._folder]
         if self._upload is not None:
-            self._upload.after_fork_in_child()
-        self._lock = threading.Lock()
-        self._writer.after_fork_in_child()
-        self._media.after_fork_in_child()
-        self._folder.after_fork_in_child()
+            stages.insert(0, self._upload)
+        for stage in stages:
+            stage.after_fork_in_child()
 
     def get_data_path(self, exp_name: str, exp_version: int) -> str:
         """The version folder of ``exp_name``/``exp_version`` under this save_dir (a path in the store on one)."""
@@ -747,22 +718,6 @@ def _walltime_ns(walltime: Any) -> int:
         raise LogValueError(f"walltime must be seconds since the epoch, got {walltime!r}", key="walltime")
     # Rows keep microseconds; going through ns in a float would store 1700000000.25 as .249999.
     return round(seconds * 1e6) * 1000
-
-
-def _resolve_step(step: Any, global_step: Any) -> int | None:
-    if global_step is not None:
-        if step is not None and step != global_step:
-            raise LogValueError(f"log(): step={step!r} and global_step={global_step!r} disagree; pass one")
-        step = global_step
-    if step is None:
-        return None
-    if type(step) is bool or not isinstance(step, (int, np.integer)):
-        raise LogTypeError(f"log(): step must be an int, got {type(step).__name__} {step!r}", key="step",
-                           value_type=type(step))
-    value = int(step)
-    if not INT64_MIN <= value <= INT64_MAX:
-        raise LogValueError(f"log(): step {value} does not fit in a 64-bit integer", key="step")
-    return value
 
 
 def _is_array_like(value: Any) -> bool:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._errors import LogTypeError, LogValueError, TestTubeError
+from ._engine import _exit
 from ._engine._tensorboard import TF_DIR
 
 if TYPE_CHECKING:
@@ -211,7 +212,7 @@ class SummaryWriterMethods:
     @property
     def closed(self) -> bool:
         """True once ``close()`` ran (or in a forked child, which cannot write)."""
-        return bool(self._closed) or self._pid != os.getpid()
+        return bool(self._closed) or _exit.forked(self._pid)
 
     @property
     def metrics(self) -> list[dict[str, Any]]:

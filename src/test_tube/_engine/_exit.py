@@ -10,6 +10,12 @@ Facts this module is built on (see the project's runtime notes):
 * a forked child inherits every open Experiment but none of the writer
   threads; it must never flush the parent's rows a second time.
 
+Fork is handled here and nowhere else: :func:`forked` is the one test of
+whether an object belongs to another process (every "a forked child cannot
+write" check asks it), and the at-fork hook detaches every inherited
+Experiment (which detaches each of its stages) and gives back the switch
+interval the writers had lowered.
+
 Nothing here runs at import: the hooks are installed by the first Experiment.
 """
 
@@ -25,6 +31,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from .._errors import FinalFlushWarning
+from ._priority import forget_switch_users
 
 
 class _Closable(Protocol):
@@ -98,6 +105,11 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+def forked(pid: int) -> bool:
+    """Whether this process is a forked child of process ``pid`` (which opened the object asking)."""
+    return pid != os.getpid()
+
+
 def flush_all() -> None:
     """The final flush: close every Experiment this process opened, each within its exit timeout.
 
@@ -107,9 +119,8 @@ def flush_all() -> None:
     """
     # A raw os.fork() child that returns normally runs the parent's atexit
     # handlers: only Experiments opened by this very process are flushed.
-    pid = os.getpid()
     with _lock:
-        exps = [exp for exp in _open.values() if getattr(exp, "_pid", pid) == pid]
+        exps = [exp for exp in _open.values() if not forked(getattr(exp, "_pid", os.getpid()))]
     if not exps:
         return
     # A Ctrl-C or SIGTERM arriving during the final flush would abort it and
@@ -161,6 +172,7 @@ def _after_fork_in_child() -> None:
     _open.clear()
     for exp in exps:
         exp._after_fork_in_child()
+    forget_switch_users()  # no writer runs in the child
     # A pool terminates its workers with SIGTERM; they must die the default way.
     if _sigterm_installed and signal.getsignal(signal.SIGTERM) is _on_sigterm:
         signal.signal(signal.SIGTERM, _previous_sigterm if _previous_sigterm is not None else signal.SIG_DFL)

@@ -27,11 +27,12 @@ type, a tensor on a device, a closed experiment, an odd step) it hands to
 ``Experiment._log_slow``, which validates the row, raises if it must, writes
 it the slow way and registers its shape here so the next one is fast.
 
-The step rule lives here, in :data:`STEP_RULE`, once: the source lines the
-compiled function is emitted from, which :class:`Steps` runs too (for the
-slow path): every row takes the next sequence number, which orders rows
-across layouts; its step is that number plus an offset, and an explicit
-``step=`` moves the offset.
+The step rule lives here once, as source (:data:`AUTO_STEP`, :data:`FOLLOW`,
+:data:`GIVE_BACK`): the compiled function is emitted from those lines, and
+:class:`Steps` compiles its own ``step_for`` (the slow path's) from the same
+lines: every row takes the next sequence number, which orders rows across
+layouts; its step is that number plus an offset, and an explicit ``step=``
+moves the offset.  :func:`resolve_step` is the one check of the arguments.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import itertools
 import linecache
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -49,7 +51,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import _ring
-from .._errors import LogValueError
+from .._errors import LogTypeError, LogValueError
 from ._rows import BOOL, FLOAT, INT, INT64_MAX, INT64_MIN, SCALARS
 
 #: How each kind of packed value is stored: struct code, numpy type, column type.
@@ -72,6 +74,42 @@ _SIGNATURE = "def log(metrics=None, step=None, *, global_step=None, metrics_dict
 Paths = tuple[tuple[str, ...], ...]
 
 
+#: The step rule, as the source both paths run (``s``: the row's sequence number;
+#: ``offset``: the cell :class:`Steps` holds).  The step of a row logged without one:
+AUTO_STEP = "s + offset[0]"
+#: After a row with an explicit ``step``: the next automatic step follows it.
+FOLLOW = "offset[0] = step - s"
+#: A row whose automatic step was refused: the steps go on as if it never came.
+GIVE_BACK = "offset[0] -= 1"
+
+_RULE_SOURCE = f"""\
+def step_for(s, step):
+    if step is None:
+        return {AUTO_STEP}
+    {FOLLOW}
+    return step
+def give_back():
+    {GIVE_BACK}
+"""
+
+
+def resolve_step(step: Any, global_step: Any) -> int | None:
+    """The explicit step of a log() call (``global_step`` is the original's name for it), checked; or None."""
+    if global_step is not None:
+        if step is not None and step != global_step:
+            raise LogValueError(f"log(): step={step!r} and global_step={global_step!r} disagree; pass one")
+        step = global_step
+    if step is None:
+        return None
+    if type(step) is bool or not isinstance(step, (int, np.integer)):
+        raise LogTypeError(f"log(): step must be an int, got {type(step).__name__} {step!r}", key="step",
+                           value_type=type(step))
+    value = int(step)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise LogValueError(f"log(): step {value} does not fit in a 64-bit integer", key="step")
+    return value
+
+
 class Steps:
     """The one rule for a row's step, shared by both paths.
 
@@ -82,11 +120,15 @@ class Steps:
     same rule, emitted by :func:`_store`, on :attr:`counter` and :attr:`offset`.
     """
 
-    __slots__ = ("counter", "offset")
+    __slots__ = ("_give_back", "_step_for", "counter", "offset")
 
     def __init__(self) -> None:
         self.counter = itertools.count()
         self.offset = [0]  # a cell, so the compiled function sees every change
+        env: dict[str, Any] = {"__builtins__": {}, "offset": self.offset}
+        exec(compile(_RULE_SOURCE, "<test_tube step rule>", "exec"), env)  # noqa: S102
+        self._step_for: Callable[[int, int | None], int] = env["step_for"]
+        self._give_back: Callable[[], None] = env["give_back"]
 
     def peek(self) -> int:
         """The next sequence number, without taking it (every smaller one is taken)."""
@@ -98,16 +140,14 @@ class Steps:
         Raises ``LogValueError`` when the automatic step would not fit in 64
         bits (after an explicit step near the top of the range).
         """
-        if step is None:
-            step = seq + self.offset[0]
-            if step > INT64_MAX:
-                # Give the sequence number back, so the next try names the same step (no creeping).
-                self.offset[0] -= 1
-                raise LogValueError(
-                    f"log(): the automatic step would be {step} (one after the last step, {step - 1}), "
-                    f"beyond a 64-bit integer; pass step=", key="step")
-            return step
-        self.offset[0] = step - seq
+        explicit = step is not None
+        step = self._step_for(seq, step)
+        if not explicit and step > INT64_MAX:
+            # Give the sequence number back, so the next try names the same step (no creeping).
+            self._give_back()
+            raise LogValueError(
+                f"log(): the automatic step would be {step} (one after the last step, {step - 1}), "
+                f"beyond a 64-bit integer; pass step=", key="step")
         return step
 
     def continue_after(self, last_step: int) -> None:
@@ -192,7 +232,7 @@ class PackedShape:
     reader in another process decodes the slots exactly as the writer does.
     """
 
-    __slots__ = ("codes", "columns", "dtype", "kind", "names", "packer")
+    __slots__ = ("codes", "columns", "dtype", "gather", "kind", "names", "packer", "words")
 
     def __init__(self, kind: int, names: tuple[str, ...], codes: str) -> None:
         self.kind = kind
@@ -214,6 +254,16 @@ class PackedShape:
             "offsets": [0, 8, 16, *offsets], "itemsize": _ring.SLOT,
         })
         self.columns = [_CODES[c][1] for c in codes]
+        # Where every value is 8 bytes wide, a run of slots read as 64-bit words is a
+        # matrix whose columns are the fields: one gather of its transpose gives every
+        # field as a contiguous column (seq, trailer, kind first, for the check).
+        self.gather: np.ndarray | None = None
+        self.words = ""
+        if codes and set(codes) <= {"d", "q"}:
+            first = _ring.VALUES_AT // 8
+            self.gather = np.array([0, _ring.TRAILER_AT // 8, 3, 1, 2, *range(first, first + len(codes))],
+                                   dtype=np.intp)
+            self.words = codes
 
     def arrays(self, records: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[pa.Array]]:
         """(sequence numbers, steps, times in ns, one Arrow array per key) of raw slots of this layout."""
@@ -238,7 +288,9 @@ class FastPath:
     """
 
     def __init__(self, steps: Steps, ring: _ring.Ring, slow: Callable[..., None],
-                 wait_room: Callable[[int], None]) -> None:
+                 wait_room: Callable[[int], None], lock: threading.Lock) -> None:
+        """``lock`` is the Experiment's: shapes are added and the body swapped under it."""
+        self.lock = lock
         self.shapes: list[PackedShape] = []
         self._layouts: list[tuple[Paths, tuple[Kind, ...]]] = []
         self.ring = ring
@@ -272,6 +324,11 @@ class FastPath:
         """Swap the body (call under the Experiment's lock, or in a forked child)."""
         self._open = value
         self.log.__code__ = self._open_body if value else self._closed_body
+
+    def shut(self) -> None:
+        """Send every row to the slow path from now on (the writer failed: the slow path raises)."""
+        with self.lock:
+            self.open = False
 
     def knows(self, paths: Paths, kinds: tuple[Kind, ...]) -> bool:
         return (paths, kinds) in self._layouts
@@ -398,7 +455,7 @@ class FastPath:
                 raw_checks.append(_value_check(f"v{j}", kind.value, t) if kind.raw is int
                                   else f"type(v{j}) is {t}")
                 packed.append(f"v{j}")
-        store = [*_store(i, shape.kind, ", ".join(packed), "s + offset[0]", auto=True),
+        store = [*_store(i, shape.kind, ", ".join(packed), AUTO_STEP, auto=True),
                  *_store(i, shape.kind, ", ".join(packed), "step", auto=False)]
         if reads:
             store = [*reads, f"if {' and '.join(read_checks)}:", *("    " + line for line in store)]
@@ -426,12 +483,12 @@ def _store(i: int, kind: int, values: str, step: str, *, auto: bool) -> list[str
         f"        {pack}",  # pack_into checks that the step fits in 64 bits
         "    except struct_error:",  # refused (the slow path says why)
         "        skip(s)",
-        "        offset[0] -= 1",  # give the number back: the steps go on as if the row never came
+        f"        {GIVE_BACK}",  # give the number back: the steps go on as if the row never came
         "    except BaseException:",  # a signal, or wait_room saw the writer fail
         "        skip(s)",
         "        raise",
         "    else:",
-        *(["        return"] if auto else ["        offset[0] = step - s", "        return"]),
+        *(["        return"] if auto else [f"        {FOLLOW}", "        return"]),
     ]
 
 

@@ -142,7 +142,10 @@ class Ring:
         self.var_pos = 0  # where the next var record goes (absolute; under the Experiment's lock)
         self.var_free = 0  # var bytes below this are journaled (set by the writer)
         self.shape_pos = 0
-        self.room = [nslots]  # slots below this seq may be written (a cell the fast path reads)
+        self.limit = nslots  # slots below this seq may be written (set by the writer only)
+        # The cell the fast path compares each seq with: the limit, or the wake mark below it
+        # (the seq at which log() wakes the writer, so it takes rows before the ring fills).
+        self.room = [nslots]
 
     # -- the logging side ------------------------------------------------------
 
@@ -245,9 +248,11 @@ class Ring:
         _STATE.pack_into(self.view, _STATE_AT[self._state_counter & 1], *fields, zlib.crc32(data))
         self.state = state
 
-    def free(self, cursor: int, var: int) -> None:
+    def free(self, var: int, limit: int, wake: int) -> None:
+        """Var bytes below ``var`` are journaled; seqs below ``limit`` may be written; log() calls in at ``wake``."""
         self.var_free = var
-        self.room[0] = cursor + self.nslots
+        self.limit = limit
+        self.room[0] = min(limit, wake)
 
     def sync(self) -> None:
         self.mm.flush()

@@ -2,7 +2,10 @@
 
 Both sinks share one small protocol, driven by the writer thread only:
 
-* ``write(table)`` receives rows that are already in the journal, in logging order;
+* ``write(table)`` receives rows that are already in the journal, in logging order
+  (one frame, whole or in pieces); it returns True when it rebuilt its file from
+  the journal instead, which holds the whole frame: the frame's other pieces are
+  then not handed to it;
 * ``flush(wait)`` makes the file as current as the sink promises (``wait``: a
   caller is blocked in ``save()``, finish any background work first);
 * ``close()`` makes it complete.
@@ -18,7 +21,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -47,12 +50,12 @@ class Source(Protocol):
 
 
 class Sink(Protocol):
-    def write(self, table: pa.Table) -> None: ...
+    def write(self, table: pa.Table) -> bool | None: ...
     def flush(self, wait: bool) -> None: ...
     def close(self) -> None: ...
 
 
-#: Rows formatted at once: between two chunks the writer may free ring slots.
+#: Rows formatted at once: short chunks while someone waits for the publisher, long ones otherwise.
 CSV_CHUNK = 8_192
 CSV_CHUNK_CALM = 131_072
 
@@ -70,22 +73,18 @@ class CsvSink:
         self._source = source
         self._columns: list[str] | None = None
 
-    def write(self, table: pa.Table) -> None:
+    def write(self, table: pa.Table) -> bool:
         if self._columns is None or not set(table.column_names) <= set(self._columns):
             self.rewrite()
-            return
+            return True
         start = 0
         while start < table.num_rows:
-            if start:
-                self.between()  # the writer may free ring slots before the next chunk
             # Short chunks while a caller waits for room in the ring, long ones otherwise:
             # each chunk costs a fixed number of GIL hand-offs.
             size = CSV_CHUNK if self.urgent() else CSV_CHUNK_CALM
             self._append(format_rows(table.slice(start, size), self._columns))
             start += size
-
-    def between(self) -> None:
-        """Called between two chunks of a big write (the writer sets it)."""
+        return False
 
     def urgent(self) -> bool:
         """Whether a caller waits for room in the ring (the writer sets it)."""
@@ -156,32 +155,34 @@ class ParquetSink:
         self._held: list[pa.Table] = []
         self._held_rows = 0
         self._restarts = 0
-        self.between: Callable[[], None] = _nothing  # the writer sets it: free ring slots first
         self._stream_path = _layout.temp_path(os.path.join(os.path.dirname(path), "stream." + os.path.basename(path)))
 
-    def write(self, table: pa.Table) -> None:
-        self._rows += table.num_rows
+    def write(self, table: pa.Table) -> bool:
         if self._restarts > _MAX_RESTARTS:
-            return  # columns keep changing: close() rewrites from the journal instead
+            self._rows += table.num_rows
+            return False  # columns keep changing: close() rewrites from the journal instead
         schema = self._source.schema()
         if self._stream_schema is not None and not schema.equals(self._stream_schema):
             self._drop_stream()
             self._restarts += 1
             if self._restarts > _MAX_RESTARTS:
-                return
+                self._rows += table.num_rows
+                return False
         if self._stream_schema is None:
             # (Re)start from the journal, which already holds this table.
             self._stream_schema = schema
             for frame in self._source.frames(schema, self._source.published_end):
                 self._hold(frame)
-            return
+            self._rows = self._stream_rows + self._held_rows  # every frame, this one whole
+            return True
+        self._rows += table.num_rows
         self._hold(conform(table, schema))
+        return False
 
     def _hold(self, table: pa.Table) -> None:
         self._held.append(table)
         self._held_rows += table.num_rows
         if self._held_rows >= _STREAM_GROUP:
-            self.between()
             self._write_held()
 
     def _write_held(self) -> None:
@@ -269,10 +270,6 @@ class ParquetSink:
         self._rows_in_file = rows
 
 
-def _nothing() -> None:
-    pass
-
-
 def _text_columns(schema: pa.Schema) -> list[str]:
     # Dictionary encoding only pays for text; on float columns it triples the cost.
     return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
@@ -280,7 +277,7 @@ def _text_columns(schema: pa.Schema) -> list[str]:
 
 _MAX_RESTARTS = 8
 #: Rows of a row group of the streamed file: small enough that writing one is a
-#: short step (the writer frees ring slots between steps), big enough to compress well.
+#: short step (log() may wait behind it while publishing falls behind), big enough to compress well.
 _STREAM_GROUP = 65_536
 _ROW_GROUP = 1 << 17
 
@@ -307,21 +304,25 @@ def format_rows(table: pa.Table, columns: list[str]) -> memoryview:
     """CSV lines (no header) for ``table``, with cells in the order of ``columns``.
 
     Each kind of column becomes text in one vectorised step (all float columns
-    together, all int columns together) and the lines are joined in Arrow, so
-    no Python code runs per row and the number of pyarrow calls does not grow
-    with the columns: each call lets go of the GIL, and getting it back next to
-    a busy training loop takes up to the interpreter's switch interval.  The
-    result is a view of Arrow's buffer, written out without another copy.
+    together, all int columns together) and the lines are joined in Arrow in
+    one call, so no Python code runs per row and the number of pyarrow calls
+    does not grow with the columns: each call lets go of the GIL, and getting
+    it back next to a busy training loop takes up to the interpreter's switch
+    interval.  The cell separators are part of the join: after a float cell
+    that needs ``.0`` (see :func:`_float_marks`) the separator is ``.0,``, so
+    no text column is rebuilt to append it.  The result is a view of Arrow's
+    buffer, written out without another copy.
     """
     n = table.num_rows
     if n == 0:
         return memoryview(b"")
     names = set(table.column_names)
     texts: list[Any] = [None] * len(columns)
+    seps: list[Any] = [_COMMA] * (len(columns) - 1) + [_NEWLINE]
     batched: dict[str, list[tuple[int, pa.Array]]] = {"float": [], "int": []}
     for k, name in enumerate(columns):
         if name not in names:
-            texts[k] = pa.nulls(n, _TEXT)
+            texts[k] = _EMPTY  # a missing cell is an empty one
             continue
         column = table.column(name)
         t = column.type
@@ -335,13 +336,18 @@ def format_rows(table: pa.Table, columns: list[str]) -> memoryview:
         if not members:
             continue
         joined = pa.concat_arrays([array for _, array in members]) if len(members) > 1 else members[0][1]
-        text = _float_text(joined) if kind == "float" else pc.cast(joined, _TEXT)
+        text = pc.cast(joined, _TEXT)
+        marks = _float_marks(joined, text) if kind == "float" else None
         for m, (k, _) in enumerate(members):
             texts[k] = text.slice(m * n, n)
-    # The line ending goes onto the last cell (a missing one is an empty cell), so
-    # one join builds the lines instead of a second pass over all of them.
-    texts[-1] = pc.binary_join_element_wise(pc.fill_null(texts[-1], _EMPTY), _NEWLINE, _EMPTY)
-    lines = pc.binary_join_element_wise(*texts, _COMMA, null_handling="replace", null_replacement="")
+            if marks is not None:
+                last = k == len(columns) - 1
+                seps[k] = pc.if_else(marks.slice(m * n, n), _POINT_ZERO_NEWLINE if last else _POINT_ZERO_COMMA,
+                                     _NEWLINE if last else _COMMA)
+    parts: list[Any] = []
+    for text, sep in zip(texts, seps):
+        parts += (text, sep)
+    lines = pc.binary_join_element_wise(*parts, _EMPTY, null_handling="replace", null_replacement="")
     if isinstance(lines, pa.ChunkedArray):
         lines = lines.combine_chunks()
     # The lines are one contiguous run of bytes in the array's data buffer.
@@ -351,11 +357,29 @@ def format_rows(table: pa.Table, columns: list[str]) -> memoryview:
     return memoryview(data.slice(first, last - first))
 
 
+def _float_marks(column: pa.Array, text: pa.Array) -> pa.Array | None:
+    """Where Arrow's text of a float needs ``.0`` to read as Python spells it, or None if nowhere.
+
+    Arrow spells 3.0 "3", which readers would take for an int.  x - trunc(x)
+    is exactly 0 for a whole finite float (nan for an infinity or nan, null for
+    null): two cheap passes find them; of those, only the cells where Arrow did
+    not choose an exponent ("1e+16") get the ``.0``.
+    """
+    whole = pc.equal(pc.subtract(column, pc.trunc(column)), _ZERO)
+    count = pc.sum(whole).as_py() or 0
+    if not count:
+        return None
+    plain = pc.invert(pc.match_substring(pc.filter(text, whole), "e"))
+    return pc.fill_null(pc.replace_with_mask(whole, whole, plain), False)
+
+
 _TEXT = pa.large_string()
 _OFFSETS = struct.Struct("<q")
 _EMPTY = pa.scalar("", _TEXT)
 _COMMA = pa.scalar(",", _TEXT)
 _NEWLINE = pa.scalar("\n", _TEXT)
+_POINT_ZERO_COMMA = pa.scalar(".0,", _TEXT)
+_POINT_ZERO_NEWLINE = pa.scalar(".0\n", _TEXT)
 
 
 def _cell_text(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:

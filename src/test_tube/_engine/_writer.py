@@ -1,4 +1,10 @@
-"""The writer: the one thread that takes rows off the ring and touches the run's files.
+"""The writer: takes rows off the ring into the journal, then publishes them; built from its stages.
+
+A writer is given its stages when it is built (``_stages``): the ring source
+(the ring, its counter, the fast path's layouts, the deferred rows, the
+columns), the journal file, the sinks (``metrics.csv``, ``metrics.parquet``,
+TensorBoard), the media encoder and the heartbeat (the metadata files).  It
+calls nothing back: results and errors come back through its barriers.
 
 Vocabulary, used the same way everywhere:
 
@@ -6,23 +12,33 @@ Vocabulary, used the same way everywhere:
   values on the fast path (``_fastpath``), a marker plus a variable-length
   record on the slow path; rows holding device tensors wait in a deque until
   the writer reads them;
-* *take*: the writer copies the run of whole slots from its cursor as one
-  numpy array, turns each layout's slots into Arrow columns (one C call per
-  column, no Python per row), appends them to the journal as one frame and
-  only then frees the slots: a row is always in the ring file or the journal;
-* *flush*: a barrier; the journal is synced, the published files
-  (``metrics.csv``, ``metrics.parquet``) brought up to date, waiting callers released;
-* *close*: a last flush that also completes ``metrics.parquet``, then the thread stops.
+* *take*: the run of whole slots from the cursor becomes Arrow columns (for the
+  usual run of one layout of 8-byte values, one numpy gather and one check: no
+  Python per row), is appended to the journal as one frame, and only then are
+  the slots freed: a row is always in the ring file or the journal;
+* *publish*: journaled rows are handed to the sinks;
+* *flush*: a barrier; the journal is synced, the published files brought up to
+  date, waiting callers released;
+* *close*: a last flush that also completes ``metrics.parquet``, then the threads stop.
 
-A take is as big as the backlog: the writer's cost is mostly a fixed number of
-GIL hand-offs per take (each pyarrow or numpy call that releases the GIL waits
-up to the interpreter's switch interval to get it back next to a busy loop),
-so taking everything that waits keeps the hand-offs per row falling as the
-loop speeds up.
+Two threads: the *taker* (:meth:`Writer._run_taker`) only takes, so log()
+never waits behind publishing (CSV text, Parquet row groups, fsync) unless
+publishing falls :data:`HANDED_MAX` rows behind; the *publisher*
+(:meth:`Writer._run`) handles barriers, flushes and publishing.  ``log()``
+wakes the taker at the ring's wake mark (half full) instead of waiting for it
+to look.
+
+Most of the writer's cost next to a busy loop is not CPU but getting the GIL
+back after each numpy or pyarrow call that let go of it: up to the
+interpreter's switch interval (5 ms by default; 0.5 ms while a writer runs,
+``_priority``).  So every stage makes few, big calls: takes as big as the
+backlog, rows published :data:`PUBLISH_ROWS` at a time (in
+:data:`PUBLISH_STEP` pieces only while someone waits for the publisher).
 
 The writer never dies on one bad batch: an exception is kept, handed to the
-next caller (``log()``, ``save()``, ``close()``), and the writer keeps going;
-rows it could not journal stay in the ring and are taken again.
+next caller (``log()``, ``save()``, ``close()``) and to waiting barriers, and
+the writer keeps going; rows it could not journal stay in the ring and are
+taken again.
 """
 
 from __future__ import annotations
@@ -31,8 +47,7 @@ import operator
 import os
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise, repeat
 from typing import Any
 
@@ -43,12 +58,13 @@ from .._store import _journal
 
 from . import _ring
 from .._errors import WriterError
-from ._fastpath import FastPath, PackedShape, Steps
+from ._fastpath import PackedShape
 from ._media import MediaEncoder
-from ._priority import lower_this_thread
+from ._priority import lower_this_thread, restore_switch_interval, shorten_switch_interval
 from ._rows import SEQ, SHAPE, SHAPES, STEP, TIME
-from .._store._schema import BASE_SCHEMA, concat, conform
+from .._store._schema import concat, conform
 from ._sinks import Sink
+from ._stages import Heartbeat, JournalFile, RingSource
 
 #: Bytes of text after which the writer takes rows without waiting for the next look.
 BATCH_BYTES = 16 * 2**20
@@ -64,8 +80,20 @@ DRAIN_INTERVAL = 0.1
 #: Fewer rows wait in the ring (durable already) for the flush.
 DRAIN_ROWS = 8_192
 
+#: Journaled rows handed to the sinks at once between flushes: publishing costs a
+#: fixed number of GIL hand-offs per call (about 20 for the CSV text), so fewer,
+#: bigger calls; a flush (``save()``, every ``flush_interval``) publishes everything.
+PUBLISH_ROWS = 131_072
+
 #: Rows a take is capped at while a caller waits for room.
 PRESSED_TAKE = 16_384
+
+#: Journaled rows not yet published after which the taker waits for the publisher
+#: (so the rows held in memory, and the work left for ``close()``, stay bounded).
+HANDED_MAX = 131_072
+
+#: Rows handed to the sinks at once while the taker waits for the publisher.
+PUBLISH_STEP = 8_192
 
 _SEQ_FIELD = pa.field("seq", pa.int64())
 
@@ -87,41 +115,38 @@ class Writer:
 
     def __init__(
         self,
+        source: RingSource,
+        journal: JournalFile,
+        sinks: Sequence[Sink],
+        media: MediaEncoder,
+        heartbeat: Heartbeat | None = None,
         *,
         label: str,
-        ring: _ring.Ring,
-        steps: Steps,
-        fast: FastPath,
-        deferred: deque[Any],
-        columns: dict[str, pa.DataType],
-        journal_path: str,
-        sinks: list[Sink],
-        media: MediaEncoder,
         autosave: bool,
         flush_interval: float,
         max_rows: int,
         drain_bytes: int,
-        on_publish: Callable[[], None],
-        on_error: Callable[[], None],
     ) -> None:
+        """A writer of ``source`` into ``journal``, then ``sinks``; ``media`` encodes images, ``heartbeat``
+        refreshes the metadata at each flush.  Nothing runs until :meth:`start`."""
         self.label = label
-        self.ring = ring
-        self.steps = steps
-        self.fast = fast
-        self.deferred = deferred
-        self.columns = columns
-        self.journal_path = journal_path
-        self.sinks = sinks
+        self.source = source
+        self.ring = source.ring
+        self.steps = source.steps
+        self.fast = source.fast
+        self.deferred = source.deferred
+        self.columns = source.columns
+        self.journal = journal
+        self.sinks = list(sinks)
         self.media = media
+        self.heartbeat = heartbeat
         self.autosave = autosave
         self.flush_interval = flush_interval
-        self.max_rows = max_rows
         self.drain_bytes = drain_bytes
-        self._on_publish = on_publish
-        self._on_error = on_error
         self.error: BaseException | None = None
         self.wake = threading.Event()
         self.drained = threading.Event()
+        self.published = threading.Event()  # set after each publish (the taker may go on)
         self._barriers: list[Barrier] = []
         self._barrier_lock = threading.Lock()
         self.deferred_seen = False  # set once a row with tensors was queued
@@ -130,24 +155,40 @@ class Writer:
         self.late_skips: list[int] = []  # numbers skipped while their slot was not yet free
         self.pressed = False  # a caller waits for room in the ring
         self._handed: list[tuple[int, int, pa.Table]] = []  # journaled, not yet published
+        self._in_flight = 0  # rows of the table being published not yet handed to every sink
         self.lost_rows = 0  # rows dropped by a batch that could not be converted
         self._stopping = False
-        self._journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        self.journal_end = os.fstat(self._journal_fd).st_size
-        self.published_end = self.journal_end
-        self._unsynced = False
         self._next_flush = time.monotonic() + flush_interval
+        self._opened_at = journal.end  # the journal's end when this session began
         self._cycle_lock = threading.Lock()
-        self.ring.room[0] = min(ring.nslots, max_rows)
+        self._take_lock = threading.Lock()  # one take at a time: the taker's, or a cycle's
+        self.take_wake = threading.Event()
+        self._done = False
+        self._expected = np.zeros((3, 0), np.int64)
+        self.span = min(self.ring.nslots, max_rows)  # rows that may wait in the ring
+        self.ring.free(0, self.span, self.span // 2)
+        for sink in self.sinks:
+            if hasattr(sink, "urgent"):
+                sink.urgent = self.waited_on  # small chunks while someone waits for the publisher
         self.thread = threading.Thread(target=self._run, name=f"test_tube-writer[{label}]", daemon=True)
+        self.taker = threading.Thread(target=self._run_taker, name=f"test_tube-taker[{label}]", daemon=True)
+
+    @property
+    def journal_end(self) -> int:
+        return self.journal.end
+
+    @property
+    def published_end(self) -> int:
+        return self.journal.published_end
+
+    @published_end.setter
+    def published_end(self, end: int) -> None:
+        self.journal.published_end = end
 
     def start(self) -> None:
-        for sink in self.sinks:
-            if hasattr(sink, "between"):
-                sink.between = self.relieve
-            if hasattr(sink, "urgent"):
-                sink.urgent = self.waited_on
+        shorten_switch_interval()
         self.thread.start()
+        self.taker.start()
 
     # -- calling-thread side -------------------------------------------------
 
@@ -177,15 +218,21 @@ class Writer:
 
     def wait_room(self, seq: int, check: Callable[[], None]) -> None:
         """Block until the slot of ``seq`` is free (the ring is full); ``check`` raises to give up."""
-        room = self.ring.room
-        while seq >= room[0]:
+        ring = self.ring
+        if seq < ring.limit:
+            # The wake mark: half the ring waits; the writer takes it while log() goes on.
+            ring.room[0] = ring.limit  # a stale (lower) limit is only a call in too early
+            self.take_wake.set()
+            return
+        while seq >= ring.limit:
             check()  # raises the writer's error, if any
             self.pressed = True
             self.drained.clear()
+            self.take_wake.set()
             self.wake.set()
             if not self.thread.is_alive():
                 self.cycle()
-            if seq < room[0]:
+            if seq < ring.limit:
                 return
             self.drained.wait(0.05)
 
@@ -197,15 +244,56 @@ class Writer:
 
     def _run(self) -> None:
         lower_this_thread()
-        while True:
-            asked = self.wake.wait(DRAIN_INTERVAL)
-            if asked:
-                # Only a wake-up is consumed: one set after a timed-out wait
-                # stays set and makes the next look a take.
-                self.wake.clear()
-            self.cycle(asked=asked)
-            if self._stopping and not self._barriers:
+        try:
+            while True:
+                asked = self.wake.wait(DRAIN_INTERVAL)
+                if asked:
+                    # Only a wake-up is consumed: one set after a timed-out wait
+                    # stays set and makes the next look a take.
+                    self.wake.clear()
+                self.cycle(asked=asked)
+                if self._stopping and not self._barriers:
+                    return
+        finally:
+            self._done = True
+            self.take_wake.set()
+            restore_switch_interval()
+
+    def _run_taker(self) -> None:
+        """Free ring slots as soon as rows wait, whatever the publishing thread is doing.
+
+        Publishing (CSV text, Parquet row groups, fsync) takes far longer than a
+        take; on this thread of its own a take never waits for it, so log()
+        waits for room only when the journaled rows not yet published reach
+        :data:`HANDED_MAX` (publishing cannot keep up: the loop waits for it).
+        It keeps the loop's priority (the publisher is lowered): its work is
+        short, and it is what a log() waiting for room waits for.
+        """
+        asked = False
+        while not self._done:
+            if not asked:
+                asked = self.take_wake.wait(DRAIN_INTERVAL)
+            self.take_wake.clear()
+            if self._done:
                 return
+            if not (asked or self.queued_rows() >= DRAIN_ROWS or self.queued_bytes() >= self.drain_bytes):
+                continue  # a few rows: they wait (durable already) for the flush
+            if self.autosave and self._handed_rows() >= HANDED_MAX:
+                self.wake.set()
+                self.published.wait(DRAIN_INTERVAL)
+                self.published.clear()
+                continue  # still asked: take as soon as the publisher made room
+            asked = False
+            took = False
+            try:
+                with self._take_lock:
+                    took = self._take(self.steps.peek())
+            except BaseException as exc:  # kept for the next caller; the rows stay in the ring
+                self._fail(exc)
+                self.wake.set()
+            if took and (not self.autosave or self._handed_rows() >= PUBLISH_ROWS
+                         or self.published_end == self._opened_at):
+                self.wake.set()
 
     def cycle(self, *, final: bool = False, asked: bool = True) -> None:  # noqa: ARG002
         """One round of take, maybe flush; safe to call from any thread."""
@@ -232,10 +320,10 @@ class Writer:
         wanted = (asked or tick or final or barriers or backlog >= DRAIN_ROWS
                   or self.queued_bytes() >= self.drain_bytes)
         failure: BaseException | None = None
-        took = False
         if wanted and backlog:
             try:
-                took = self._take(hi)
+                with self._take_lock:
+                    self._take(hi)
             except BaseException as exc:
                 failure = exc
                 self._fail(exc)
@@ -243,7 +331,10 @@ class Writer:
         due = [b for b in barriers if b.target <= self.cursor]
         final = any(b.final for b in due)
         flush = bool(due) or tick
-        if flush or (took and self.autosave):
+        # The first rows are published at once: a sink's first write builds its file from the
+        # journal in one step, which must be short (log() may wait behind it).
+        first = self._handed and self.published_end == self._opened_at
+        if flush or (self.autosave and (first or self._handed_rows() >= PUBLISH_ROWS)):
             try:
                 if flush:
                     self._sync()
@@ -251,8 +342,8 @@ class Writer:
                     if flush and (due or final):
                         self.media.wait_idle()
                     self._publish(final=final, flush=flush, wait=bool(due))
-                if flush:
-                    self._on_publish()
+                if flush and self.heartbeat is not None:
+                    self.heartbeat.beat()
             except BaseException as exc:
                 failure = failure or exc
                 self._fail(exc)
@@ -281,27 +372,37 @@ class Writer:
         are freed after a short step instead of a whole backlog's.
         """
         ring = self.ring
-        n = ring.whole_run(self.cursor, hi)
-        if not n:
+        n = min(hi - self.cursor, ring.nslots)
+        if n <= 0:
             return False
         if self.pressed:
             n = min(n, PRESSED_TAKE)
         deferred_taken: list[Any] = []
-        cursor = self.cursor + n
+        var_pos = self.var_pos
         try:
-            parts: list[pa.Table] = []
-            var_pos = self.var_pos
-            for records in ring.take(self.cursor, n):
-                kinds = records.view(_ring.SLOT_DTYPE)["kind"]
-                more, var_pos = self._convert(records, kinds, deferred_taken, var_pos)
-                parts += more
-            table = _in_logging_order(parts).remove_column(0) if parts else None
+            table = self._take_packed(n)
+            if table is None:
+                n = ring.whole_run(self.cursor, self.cursor + n)
+                if not n:
+                    return False
+                # One schema for every piece of the take, read once the run is known whole: each
+                # of its rows was typed into the columns before its slot was written.
+                schema = pa.schema([_SEQ_FIELD, *self.schema()])
+                parts: list[pa.Table] = []
+                for records in ring.take(self.cursor, n):
+                    kinds = records.view(_ring.SLOT_DTYPE)["kind"]
+                    more, var_pos = self._convert(records, kinds, deferred_taken, var_pos, schema)
+                    parts += more
+                table = _in_logging_order(parts).remove_column(0) if parts else None
         except BaseException:
+            n = ring.whole_run(self.cursor, self.cursor + n)  # only whole records are dropped
+            cursor = self.cursor + n
             # A batch that cannot be converted would fail the same way every time:
             # its rows are dropped and counted, so close() and the exit warning say so.
             self.deferred.extendleft(reversed(deferred_taken))
             self._drop(n, cursor)
             raise
+        cursor = self.cursor + n
         try:
             if table is not None and table.num_rows:
                 self._journal(table, cursor, var_pos)
@@ -313,16 +414,54 @@ class Writer:
             raise
         self.cursor = cursor
         self.var_pos = var_pos
-        ring.free(cursor, var_pos)
-        ring.room[0] = self.cursor + min(ring.nslots, self.max_rows)
+        ring.free(var_pos, cursor + self.span, cursor + self.span // 2)
         if self.late_skips:
             for seq in list(self.late_skips):
-                if seq < ring.room[0]:
+                if seq < ring.limit:
                     self.late_skips.remove(seq)
                     ring.skip(seq)
         self.pressed = False
         self.drained.set()  # whoever waits for room goes on now, while the rows are published
         return True
+
+    def _take_packed(self, n: int) -> pa.Table | None:
+        """The usual take in a handful of numpy calls: ``n`` whole slots of one layout of 8-byte values.
+
+        Each call that lets go of the GIL waits for it to come back next to a
+        busy loop, so the cost of a take is the number of such calls, not the
+        rows: one gather copies every field of every slot out as a contiguous
+        column, one comparison checks that each slot is whole and of the
+        layout, and the columns become Arrow arrays without another copy.
+        None when the run is anything else (the general path takes it).
+        """
+        ring = self.ring
+        pieces = ring.take(self.cursor, n)
+        kind = int(pieces[0][:1].view(_ring.SLOT_DTYPE)["kind"][0])
+        if kind < 1 or kind > len(self.fast.shapes) or n < 2:
+            return None
+        shape = self.fast.shapes[kind - 1]
+        if shape.gather is None:
+            return None
+        words = _ring.SLOT // 8
+        cols = [piece.view("<i8").reshape(-1, words).T[shape.gather] for piece in pieces]
+        fields = cols[0] if len(cols) == 1 else np.concatenate(cols, axis=1)
+        expected = self._expected
+        if expected.shape[1] < n:
+            expected = self._expected = np.stack([np.arange(ring.nslots, dtype=np.int64)] * 2
+                                                  + [np.zeros(ring.nslots, np.int64)])
+        # seq and trailer equal to their numbers, the kind (with its zero padding) this layout's
+        if not np.array_equal(fields[:3] - np.array([[self.cursor], [self.cursor], [kind]]), expected[:, :n]):
+            return None
+        arrays = [pa.array(fields[3]), _timestamps(fields[4])]
+        for j, code in enumerate(shape.words):
+            column = fields[5 + j]
+            arrays.append(pa.array(column.view(np.float64) if code == "d" else column))
+        table = pa.Table.from_arrays(arrays, names=["step", "created_at", *shape.names])
+        return conform(table, self.schema())
+
+    def _handed_rows(self) -> int:
+        """Journaled rows not yet published (waiting, or in the piece being published)."""
+        return int(sum(table.num_rows for _, _, table in self._handed)) + self._in_flight
 
     def _drop(self, n: int, cursor: int) -> None:
         ring = self.ring
@@ -338,35 +477,22 @@ class Writer:
         ring.write_state(_ring.State(0, cursor, var_pos, self.journal_end))
         self.lost_rows += rows
         self.cursor, self.var_pos = cursor, var_pos
-        ring.free(cursor, var_pos)
-        ring.room[0] = cursor + min(ring.nslots, self.max_rows)
+        ring.free(var_pos, cursor + self.span, cursor + self.span // 2)
         self.drained.set()
 
     def waited_on(self) -> bool:
-        """Whether a caller waits for room in the ring now."""
-        return self.pressed
+        """Whether a caller waits for room in the ring now (or the taker for the publisher)."""
+        return self.pressed or (self.taker.is_alive() and self._handed_rows() >= HANDED_MAX)
 
     def urgent(self) -> bool:
         """Whether the ring is filling up: a caller waits for room, or half of it is taken."""
-        return self.pressed or self.steps.peek() - self.cursor >= min(self.ring.nslots, self.max_rows) // 2
-
-    def relieve(self) -> None:
-        """Between two steps of publishing: free slots first if the ring is filling up.
-
-        Not while a ring's worth of journaled rows already waits to be published:
-        when publishing is what cannot keep up, the loop waits for it, so the rows
-        held in memory (and the work left for ``close()``) stay bounded.
-        """
-        if self.urgent() and sum(t.num_rows for _, _, t in self._handed) < min(self.ring.nslots, self.max_rows):
-            try:
-                self._take(self.steps.peek())
-            except BaseException as exc:
-                self._fail(exc)
+        if self.taker.is_alive():
+            return self.pressed or self._handed_rows() >= HANDED_MAX
+        return self.pressed or self.steps.peek() - self.cursor >= self.span // 2
 
     def _convert(self, records: np.ndarray, kinds: np.ndarray, deferred_taken: list[Any],
-                 var_pos: int) -> tuple[list[pa.Table], int]:
-        """The rows of a run of slots as tables whose first column is the sequence number."""
-        schema = pa.schema([_SEQ_FIELD, *self.schema()])
+                 var_pos: int, schema: pa.Schema) -> tuple[list[pa.Table], int]:
+        """The rows of a run of slots as tables whose first column is the sequence number, as ``schema``."""
         shapes = self.fast.shapes
         first = int(kinds[0])
         if first >= 1 and (kinds == first).all():  # the usual run: one layout
@@ -443,25 +569,16 @@ class Writer:
         ring.write_state(_ring.State(0, self.cursor, self.var_pos, self.journal_end,
                                      cursor, var_pos, self.journal_end))
         try:
-            _writev_all(self._journal_fd, pieces)
+            start = self.journal.append(pieces)
         except BaseException:
-            # Cut a torn frame off again, so later frames stay reachable.
-            os.ftruncate(self._journal_fd, self.journal_end)
             ring.write_state(_ring.State(0, self.cursor, self.var_pos, self.journal_end))
             raise
-        start = self.journal_end
-        self.journal_end += sum(memoryview(p).nbytes for p in pieces)
         if self.autosave:
             self._handed.append((start, self.journal_end, table))
         ring.write_state(_ring.State(0, cursor, var_pos, self.journal_end))
-        self._unsynced = True
 
     def _sync(self) -> None:
-        if self._unsynced:
-            os.fsync(self._journal_fd)
-            self._unsynced = False
-        if os.fstat(self._journal_fd).st_nlink == 0:
-            raise FileNotFoundError(f"the journal {self.journal_path} was deleted while the run was writing it")
+        self.journal.sync()
 
     def _publish(self, *, final: bool, flush: bool, wait: bool) -> None:
         """Hand the journaled rows not yet published to the sinks.
@@ -471,24 +588,40 @@ class Writer:
         """
         errors: list[BaseException] = []
         while True:
-            handed = self._handed
-            if self.published_end == self.journal_end:
-                self._handed = []
-                break
-            if handed and handed[0][0] == self.published_end:
-                start, end, new = handed.pop(0)
-            else:
-                self._handed = []
-                tables, end = _journal.read_frames(self.journal_path, self.published_end)
-                new = concat(tables) if tables else None
-            self.published_end = end
+            with self._take_lock:  # the taker appends frames meanwhile
+                handed = self._handed
+                if self.published_end == self.journal_end:
+                    self._handed = []
+                    break
+                if handed and handed[0][0] == self.published_end:
+                    start, end, new = handed.pop(0)
+                else:
+                    self._handed = []
+                    tables, end = self.journal.read_from(self.published_end)
+                    new = concat(tables) if tables else None
+            self.published_end = end  # a sink rebuilding its file reads the journal up to here
             if new is None:
                 break
-            for sink in self.sinks:
-                try:
-                    sink.write(new)
-                except BaseException as exc:  # one failing sink must not stop the others
-                    errors.append(exc)
+            # In pieces while the taker waits for the publisher (a caller may wait behind it),
+            # whole otherwise: each piece costs a fixed number of GIL hand-offs.
+            self._in_flight = new.num_rows
+            at = 0
+            rebuilt: set[int] = set()  # sinks that rebuilt from the journal: they hold the whole frame
+            while at < new.num_rows and not errors:
+                size = PUBLISH_STEP if self.waited_on() else new.num_rows - at
+                piece = new.slice(at, size) if at or size < new.num_rows else new
+                for k, sink in enumerate(self.sinks):
+                    if k in rebuilt:
+                        continue
+                    try:
+                        if sink.write(piece):
+                            rebuilt.add(k)
+                    except BaseException as exc:  # one failing sink must not stop the others
+                        errors.append(exc)
+                at += size
+                self._in_flight = max(0, new.num_rows - at)
+                self.published.set()
+            self._in_flight = 0
             if errors:
                 break
         for sink in self.sinks:
@@ -502,27 +635,21 @@ class Writer:
         if errors:
             raise errors[0]
 
-    # -- the Source that sinks rebuild from ------------------------------------
-
     def schema(self) -> pa.Schema:
-        """Every column so far in first-seen order, with its current (widest) type."""
-        return pa.schema([*BASE_SCHEMA, *(pa.field(k, t) for k, t in list(self.columns.items()))])
-
-    def frames(self, schema: pa.Schema, stop: int | None = None) -> Iterator[pa.Table]:
-        for table, _ in _journal.iter_frames(self.journal_path, 0, stop):
-            yield conform(table, schema)
+        return self.source.schema()
 
     def _fail(self, exc: BaseException) -> None:
         if self.error is None:
             self.error = exc
-        self._on_error()
+        # Every log() goes through the slow path from now on, which raises the error.
+        self.fast.shut()
 
     def pending_rows(self) -> int:
         """Rows submitted but not yet in the journal (for the exit warning)."""
         return self.queued_rows()
 
     def close_files(self, *, remove_ring: bool) -> None:
-        os.close(self._journal_fd)
+        self.journal.close()
         self.ring.close(remove=remove_ring)
 
     def after_fork_in_child(self) -> None:
@@ -531,11 +658,12 @@ class Writer:
         self._barriers = []
         self._cycle_lock = threading.Lock()
         self._barrier_lock = threading.Lock()
-        for fd in (self._journal_fd, self.ring.fd):
-            try:
-                os.close(fd)  # the ring's flock stays the parent's: readers see when the parent dies
-            except OSError:
-                pass
+        self._take_lock = threading.Lock()
+        self.journal.after_fork_in_child()
+        try:
+            os.close(self.ring.fd)  # the ring's flock stays the parent's: readers see when the parent dies
+        except OSError:
+            pass
 
 
 _STEP = operator.itemgetter(STEP)
@@ -584,17 +712,6 @@ def _timestamps(times: Sequence[int] | np.ndarray) -> pa.Array:
         return pa.array(times // 1000, pa.timestamp("us", tz="UTC"))
     ns = pa.array(times, pa.timestamp("ns", tz="UTC"))
     return ns.cast(pa.timestamp("us", tz="UTC"), safe=False)
-
-
-def _writev_all(fd: int, pieces: list[bytes | pa.Buffer]) -> None:
-    views = [memoryview(p) for p in pieces]
-    while views:
-        written = os.writev(fd, views)
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if views and written:
-            views[0] = views[0][written:]
 
 
 def writer_error(exc: BaseException, label: str) -> WriterError:
