@@ -608,6 +608,8 @@ class Experiment(SummaryWriterMethods):
             "flush_interval": self._writer.flush_interval,
             "git": self._git,
         }
+        if status != "running":  # the files are complete: runs() reads this instead of them
+            meta[_layout.SUMMARY] = self._folder.summary()
         self._folder.write_meta(meta)
 
     def _after_fork_in_child(self) -> None:
