@@ -46,7 +46,7 @@ import pyarrow.fs as pafs
 from . import _layout
 from .._errors import DamagedRunError, warn_from_caller
 from ._read import read_run
-from ._reader import FoundRun, Store, StoredRun
+from ._reader import Entry, FoundRun, Store, StoredRun
 from ._location import resolve
 
 #: Seconds without a heartbeat after which a run whose process cannot be
@@ -309,14 +309,14 @@ def summarise(log_dir: str | StoredRun, name: str | None = None, version: int | 
 
     ``log_dir``: a local path, or a run folder of the read layer.  ``name``
     and ``version`` default to what the path says (``<name>/version_<N>``,
-    or ``<name>/version_<N>/rank_<r>``, which also gives ``rank``); pass them
-    when the caller already knows.
+    or ``<name>/version_<N>/rank_<r>``, which also gives ``rank``); pass them,
+    and ``rank`` (None for an ordinary run), when the caller already knows.
     """
     run = log_dir if isinstance(log_dir, StoredRun) else StoredRun(resolve(log_dir))
     shown = run.shown
     damage: list[str] = []
     meta = _read_meta(run, damage)
-    if name is None or version is None or rank is None:
+    if name is None or version is None:
         path_name, path_version, path_rank = run.identity()
         if name is None:
             name = path_name
@@ -519,7 +519,8 @@ def _coerce(metric: Metric) -> Metric:
 
 # -- the summary close() records ---------------------------------------------
 
-_TYPES = {"int64": pa.int64(), "float64": pa.float64()}
+_FLOAT = pa.float64()
+_TYPES = {"int64": pa.int64(), "float64": _FLOAT}
 # JSON has no NaN or infinity (json.load would take Python's tokens, other readers would not): they are text.
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
@@ -554,10 +555,14 @@ def closing_summary(log_dir: str) -> dict[str, Any] | None:
 def _files(run: StoredRun) -> dict[str, list[int] | None]:
     """``[size, mtime_ns]`` of ``metrics.parquet`` and of the journal (all its segments); None when missing."""
     parquet = run.info(_layout.PARQUET)
-    journal = run.segments()
+    if run.local:
+        journal = run.info(_layout.JOURNAL)
+    else:
+        pieces = run.segments()
+        journal = Entry(run.journal_size(), pieces[-1][2].mtime_ns) if pieces else None
     return {
         _layout.PARQUET: None if parquet is None else [parquet.size, parquet.mtime_ns],
-        _layout.JOURNAL: [run.journal_size(), journal[-1][2].mtime_ns] if journal else None,
+        _layout.JOURNAL: None if journal is None else [journal.size, journal.mtime_ns],
     }
 
 
@@ -615,6 +620,8 @@ def _from_record(summary: Summary, run: StoredRun) -> bool:
     record = summary.meta.get(_layout.SUMMARY)
     if not isinstance(record, dict):
         return False
+    # Only the summary needs it: not kept in summary.meta (held for every run a process summarised).
+    del summary.meta[_layout.SUMMARY]
     try:
         if not _matches(run, record["files"]):
             return False
@@ -626,7 +633,10 @@ def _from_record(summary: Summary, run: StoredRun) -> bool:
             typ = _TYPES[type_name]
             if type(name) is not str:
                 return False
-            metrics[name] = Metric(typ, _decode(last, typ), _decode(low, typ), _decode(high, typ))
+            if typ is _FLOAT and type(last) is type(low) is type(high) is float:
+                metrics[name] = Metric(typ, last, low, high)  # the usual case, without a call per value
+            else:
+                metrics[name] = Metric(typ, _decode(last, typ), _decode(low, typ), _decode(high, typ))
     except (KeyError, TypeError, ValueError, IndexError):
         return False
     summary.rows, summary.last_step, summary.metrics = rows, last_step, metrics
