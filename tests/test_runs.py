@@ -229,6 +229,7 @@ def test_finished_runs_are_not_read_row_by_row(save_dir: Path, monkeypatch: pyte
     _runs._SUMMARIES.items.clear()  # summaries of earlier calls in this process would answer instead
     with monkeypatch.context() as m:
         m.setattr(_runs, "_parquet_complete", lambda run: False)  # every run through read()
+        m.setattr(_runs, "_from_record", lambda summary, run: False)  # (not from the summary close() recorded)
         expected = runs(save_dir, "demo").to_pylist()
     calls: list[str] = []
 
