@@ -468,7 +468,8 @@ def test_benchmark_script_runs_on_a_tiny_fixture(tmp_path: Path) -> None:
     assert "| runs | runs() s | us/run | again s | old runs() s | old/runs() | baseline s | baseline/runs() |" \
         in proc.stdout
     rows = [line.split(" | ")[0] for line in proc.stdout.splitlines() if line.startswith("| ") and "x |" in line]
-    assert rows == ["| 3", "| 6"]
+    assert rows == ["| 3", "| 6"] * 2  # the table, then both trees each in a process of its own
+    assert "| runs | old first s | first s | old/first | old runs() s | runs() s | old/runs() |" in proc.stdout
 
 
 # -- per-rank runs (Experiment(per_rank=True)) ------------------------------------------
