@@ -106,8 +106,10 @@ def runs(save_dir: str | os.PathLike[str], name: str | None = None, *,
     filesystem.  There ``log_dir`` is the run's URI without credentials.
     ``name`` restricts the table to one experiment.  ``save_dir`` may also be
     one experiment's folder (the one holding ``version_<N>`` folders).  Rows
-    are ordered by name, then version, then rank.  Finished runs are read from
-    their Parquet footer and journal tail, not row by row.  Reads only; safe to
+    are ordered by name, then version, then rank.  A finished run is answered
+    from the summary its ``close()`` recorded in ``meta.experiment`` while its
+    files are the ones it was computed from, else from its Parquet footer and
+    journal tail; never row by row.  Reads only; safe to
     call while runs are writing.  Raises ``FileNotFoundError`` when
     ``save_dir`` (or ``save_dir/name``) is not a folder (on object storage:
     when nothing is stored under it), and ``ValueError`` naming a URI that
