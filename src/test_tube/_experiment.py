@@ -552,13 +552,16 @@ class Experiment(SummaryWriterMethods):
             reason = f"uncaught {type(uncaught).__name__}"
         else:
             reason = "exit"
+        # No summary for runs() here: computed in the exit flush (Ctrl-C held), it made a script stopped
+        # by Ctrl-C exit with status 1 instead of by SIGINT (test_faults_exit). runs() reads such a run
+        # from its files instead, giving the same table.
         self._release("finished" if reason == "exit" and not self._failed else "failed", reason,
-                      quiet=error is not None)
+                      quiet=error is not None, summary=False)
         if error is None and self._writer.lost_rows:
             return lost, f"the writer failed earlier and dropped {self._writer.lost_rows} rows"
         return lost, "" if error is None else f"the writer failed: {type(error).__name__}: {error}"
 
-    def _release(self, status: str, reason: str, *, quiet: bool = False) -> None:
+    def _release(self, status: str, reason: str, *, quiet: bool = False, summary: bool = True) -> None:
         """Record the end in meta.experiment and let go of threads, files and the lock.
 
         A failure to write the metadata is raised as ``WriterError``, unless
@@ -566,7 +569,7 @@ class Experiment(SummaryWriterMethods):
         """
         self._released = True
         try:
-            self._write_meta(status, reason)
+            self._write_meta(status, reason, summary=summary)
         except OSError as exc:
             if not quiet:
                 raise writer_error(exc, self._writer.label) from exc
@@ -587,7 +590,7 @@ class Experiment(SummaryWriterMethods):
         if not self._closed:
             self._write_meta("running")
 
-    def _write_meta(self, status: str, end_reason: str | None = None) -> None:
+    def _write_meta(self, status: str, end_reason: str | None = None, *, summary: bool = False) -> None:
         now = _utc_text()
         meta = {
             "name": self.name,
@@ -608,7 +611,7 @@ class Experiment(SummaryWriterMethods):
             "flush_interval": self._writer.flush_interval,
             "git": self._git,
         }
-        if status != "running":  # the files are complete: runs() reads this instead of them
+        if summary:  # the files are complete: runs() reads this instead of them
             meta[_layout.SUMMARY] = self._folder.summary()
         self._folder.write_meta(meta)
 

@@ -539,16 +539,16 @@ def closing_summary(log_dir: str) -> dict[str, Any] | None:
     text ``"nan"``, ``"inf"``, ``"-inf"``; ints stay ints, floats floats.
     """
     run = StoredRun(resolve(log_dir))
-    files = _files(run)
-    if not run.parquet_complete():
-        return None
     summary = Summary("", -1, run.shown, {}, "finished")
     try:
+        files = _files(run)
+        if not run.parquet_complete():
+            return None
         _from_parquet(summary, run)
-    except (OSError, pa.ArrowException):
-        return None
-    if _files(StoredRun(resolve(log_dir))) != files:
-        return None  # written to while it was read: what it says may be of neither state
+        if _files(StoredRun(resolve(log_dir))) != files:
+            return None  # written to while it was read: what it says may be of neither state
+    except (OSError, pa.ArrowException, DamagedRunError):
+        return None  # the final metadata is still written; runs() reads the files, and says what is wrong
     metrics = [[name, "float64" if pa.types.is_floating(m.type) else "int64", *map(_encode, (m.last, m.min, m.max))]
                for name, m in summary.metrics.items()]
     return {"files": files, "rows": summary.rows, "last_step": summary.last_step, "metrics": metrics}
