@@ -10,8 +10,16 @@ format, because logging ten million rows through ``Experiment`` would take
 minutes: ``meta.experiment`` with every key, ``meta_tags.csv``,
 ``metrics.parquet`` with the Parquet sink's options, ``_journal.arrows`` framed
 by the engine's own encoder (20 flushes of 500 rows), and an empty ``media/``.
-``metrics.csv`` is left out: ``runs()`` never reads it.  The page cache is warm
-(the files were just written), as it is when one looks at runs just finished.
+``metrics.csv`` is left out: ``runs()`` never reads it.  ``meta.experiment``
+holds the summary ``close()`` records, computed by the same function
+(``_runs.closing_summary``) once the other files are written, as ``close()``
+does.  The page cache is warm (the files were just written), as it is when
+one looks at runs just finished.
+
+With ``--old-src``, ``runs()`` of that source tree and of this one are each
+timed in a child process of their own: the first call there is the first
+call in a process (after ``import test_tube``, its lazy imports included); then, medians, every run read anew (the
+summaries of earlier calls cleared) and the call repeated.
 
     .venv/bin/python benchmarks/bench_runs.py            # 1,000 x 10,000, 5 rounds
     .venv/bin/python benchmarks/bench_runs.py --runs 100 --rows 1000 --rounds 3
@@ -78,6 +86,7 @@ def build(save_dir: str, n_runs: int, n_rows: int, *, experiments: int = 4) -> N
             "format": _layout.FORMAT, "status": "finished", "pid": 12345, "host": "bench-host",
             "updated_at": created, "ended_at": created, "flush_interval": 2.0,
             "git": {"ok": False, "error": "not recorded (record_git=False)"},
+            _layout.SUMMARY: _runs.closing_summary(log_dir),
         }
         with open(os.path.join(log_dir, _layout.META), "w", encoding="utf-8") as f:
             json.dump(meta, f, ensure_ascii=False)
@@ -104,10 +113,16 @@ import json, statistics, sys, time
 from test_tube import runs
 save_dir, rounds = sys.argv[1], int(sys.argv[2])
 t0 = time.perf_counter(); table = runs(save_dir); first = time.perf_counter() - t0
-times = []
+from test_tube._store import _runs
+kept = getattr(_runs, "_SUMMARIES", None)  # a tree without kept summaries reads every run anyway
+cold, warm = [], []
 for _ in range(rounds):
-    t0 = time.perf_counter(); runs(save_dir); times.append(time.perf_counter() - t0)
-print(json.dumps({"first": first, "median": statistics.median(times), "rows": table.num_rows}))
+    if kept is not None:
+        kept.items.clear()
+    t0 = time.perf_counter(); runs(save_dir); cold.append(time.perf_counter() - t0)
+    t0 = time.perf_counter(); runs(save_dir); warm.append(time.perf_counter() - t0)
+print(json.dumps({"first": first, "cold": statistics.median(cold), "median": statistics.median(warm),
+                  "rows": table.num_rows}))
 """
 
 
@@ -176,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             result = measure(save_dir, n, args.rows, args.rounds, args.baseline_rounds)
             if args.old_src:
                 old = other_source(args.old_src, save_dir, args.rounds)
-                assert old["rows"] == n
-                result |= {"old_first": old["first"], "old": old["median"]}
+                new = other_source(os.path.join(os.path.dirname(_runs.__file__), "..", ".."), save_dir, args.rounds)
+                assert old["rows"] == n == new["rows"]
+                result |= {"old_first": old["first"], "old_cold": old["cold"], "old": old["median"],
+                           "new_first": new["first"], "new_cold": new["cold"]}
             results.append((n, result))
             print(f"  {n} runs: runs() {result['cold']:.3f} s (min {result['cold_min']:.3f}, max "
                   f"{result['cold_max']:.3f}, CPU {result['cpu']:.3f}), again {result['warm']:.3f} s; "
@@ -192,8 +209,16 @@ def main(argv: list[str] | None = None) -> int:
             cells = [f"{n}", f"{r['cold']:.3f}", f"{r['cold'] / n * 1e6:.0f}", f"{r['warm']:.3f}",
                      f"{r['base']:.3f}", f"{r['base'] / r['cold']:.2f}x"]
             if args.old_src:
-                cells[4:4] = [f"{r['old']:.3f}", f"{r['old'] / r['cold']:.2f}x"]
+                cells[4:4] = [f"{r['old_cold']:.3f}", f"{r['old_cold'] / r['cold']:.2f}x"]
             print("| " + " | ".join(cells) + " |")
+        if args.old_src:
+            print("\nEach in a process of its own (first: its first call, after import test_tube):")
+            head = ["runs", "old first s", "first s", "old/first", "old runs() s", "runs() s", "old/runs()"]
+            print("| " + " | ".join(head) + " |")
+            print("|" + "---|" * len(head))
+            for n, r in results:
+                print(f"| {n} | {r['old_first']:.3f} | {r['new_first']:.3f} | {r['old_first'] / r['new_first']:.2f}x"
+                      f" | {r['old_cold']:.3f} | {r['new_cold']:.3f} | {r['old_cold'] / r['new_cold']:.2f}x |")
         print("runs(): every run read (summaries of earlier calls cleared, as in a new process); again: the "
               "same call repeated, finished runs answered from the earlier call's summaries after a stat of "
               "their files; baseline: read() of every row of every run")

@@ -37,8 +37,9 @@ def upload_run(log_dir: Path, fs: pafs.FileSystem, dest: str, *, frames_per_segm
                skip_segments: tuple[int, ...] = ()) -> list[str]:
     """Copy one run folder to ``dest`` (``bucket/prefix/name/version_N``); return the segment names written.
 
-    The segments go first and the other files after them, as a writer's last
-    flush comes before the complete ``metrics.parquet`` of ``close()``.
+    The segments go first, the other files after them and ``meta.experiment``
+    last, as a writer's last flush comes before the complete ``metrics.parquet``
+    of ``close()``, and its final metadata after both.
     ``skip_segments``: indexes of segments left out (a gap, as a lost upload leaves).
     """
     names = []
@@ -49,14 +50,12 @@ def upload_run(log_dir: Path, fs: pafs.FileSystem, dest: str, *, frames_per_segm
         with fs.open_output_stream(f"{dest}/{name}") as out:
             out.write(data)
         names.append(name)
-    for root, _, files in os.walk(log_dir):
-        for file in files:
-            if file in LOCAL_ONLY or file.startswith("."):
-                continue
-            path = Path(root) / file
-            rel = path.relative_to(log_dir).as_posix()
-            with fs.open_output_stream(f"{dest}/{rel}") as out:
-                out.write(path.read_bytes())
+    paths = [Path(root) / file for root, _, files in os.walk(log_dir) for file in files
+             if file not in LOCAL_ONLY and not file.startswith(".")]
+    for path in sorted(paths, key=lambda p: p == log_dir / _layout.META):
+        rel = path.relative_to(log_dir).as_posix()
+        with fs.open_output_stream(f"{dest}/{rel}") as out:
+            out.write(path.read_bytes())
     return names
 
 

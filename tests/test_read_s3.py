@@ -148,6 +148,56 @@ def runs_without_log_dir(table: pa.Table) -> list[dict[str, Any]]:
     return rows(table.drop_columns(["log_dir"]))
 
 
+def test_runs_of_a_closed_run_in_a_bucket_reads_its_summary_not_its_files(s3: S3Server, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The summary close() recorded answers: no footer, segment or column fetched; a file uploaded later is read."""
+    save_dir = tmp_path / "logs"
+    write_run(save_dir, "mnist")
+    write_run(save_dir, "mnist", rows=30)
+    fs = s3.filesystem()
+    upload_save_dir(save_dir, fs, f"{s3.bucket_name}/logs")
+    expected = runs_without_log_dir(test_tube.runs(save_dir))
+    fetched: list[str] = []
+    read_bytes = StoredRun.read_bytes
+
+    def spy(run: StoredRun, name: str) -> bytes | None:
+        fetched.append(name)
+        return read_bytes(run, name)
+
+    def no_file(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a file of a run with a summary was read")
+
+    with monkeypatch.context() as m:
+        m.setattr(StoredRun, "read_bytes", spy)
+        for name in ("parquet_metadata", "read_parquet", "last_frames", "frames"):
+            m.setattr(StoredRun, name, no_file)
+        m.setattr(_runs, "read_run", no_file)
+        _runs._SUMMARIES.items.clear()
+        assert runs_without_log_dir(test_tube.runs(s3.uri(s3.bucket_name, "logs"))) == expected
+    assert sorted(fetched) == [_layout.META, _layout.META, _layout.TAGS, _layout.TAGS]
+    # metrics.parquet of version_1 uploaded again after meta.experiment (same bytes: only its time is newer)
+    parquet = save_dir / "mnist" / "version_1" / _layout.PARQUET
+    meta_time = fs.get_file_info(f"{s3.bucket_name}/logs/mnist/version_1/{_layout.META}").mtime_ns
+    for _ in range(1000):  # bounded: a store's times may be whole seconds
+        with fs.open_output_stream(f"{s3.bucket_name}/logs/mnist/version_1/{_layout.PARQUET}") as out:
+            out.write(parquet.read_bytes())
+        if fs.get_file_info(f"{s3.bucket_name}/logs/mnist/version_1/{_layout.PARQUET}").mtime_ns > meta_time:
+            break
+    else:
+        pytest.fail("the store never gave the new upload a time after meta.experiment's")
+    footers: list[str] = []
+    metadata = StoredRun.parquet_metadata
+
+    def footer(run: StoredRun) -> Any:
+        footers.append(run.shown)
+        return metadata(run)
+
+    monkeypatch.setattr(StoredRun, "parquet_metadata", footer)
+    _runs._SUMMARIES.items.clear()
+    assert runs_without_log_dir(test_tube.runs(s3.uri(s3.bucket_name, "logs"))) == expected
+    assert [f.split("?")[0].rsplit("/", 1)[1] for f in footers] == ["version_1"]
+
+
 def test_runs_calls_a_run_without_heartbeat_crashed(s3: S3Server, tmp_path: Path) -> None:
     """A run on another host whose meta.experiment says running is crashed once updated_at is old."""
     fs = s3.filesystem()

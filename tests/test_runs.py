@@ -229,6 +229,7 @@ def test_finished_runs_are_not_read_row_by_row(save_dir: Path, monkeypatch: pyte
     _runs._SUMMARIES.items.clear()  # summaries of earlier calls in this process would answer instead
     with monkeypatch.context() as m:
         m.setattr(_runs, "_parquet_complete", lambda run: False)  # every run through read()
+        m.setattr(_runs, "_from_record", lambda summary, run: False)  # (not from the summary close() recorded)
         expected = runs(save_dir, "demo").to_pylist()
     calls: list[str] = []
 
@@ -467,7 +468,8 @@ def test_benchmark_script_runs_on_a_tiny_fixture(tmp_path: Path) -> None:
     assert "| runs | runs() s | us/run | again s | old runs() s | old/runs() | baseline s | baseline/runs() |" \
         in proc.stdout
     rows = [line.split(" | ")[0] for line in proc.stdout.splitlines() if line.startswith("| ") and "x |" in line]
-    assert rows == ["| 3", "| 6"]
+    assert rows == ["| 3", "| 6"] * 2  # the table, then both trees each in a process of its own
+    assert "| runs | old first s | first s | old/first | old runs() s | runs() s | old/runs() |" in proc.stdout
 
 
 # -- per-rank runs (Experiment(per_rank=True)) ------------------------------------------

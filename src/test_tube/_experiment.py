@@ -573,13 +573,17 @@ class Experiment(SummaryWriterMethods):
             reason = f"uncaught {type(uncaught).__name__}"
         else:
             reason = "exit"
+        # No summary for runs() here: computed in the exit flush (Ctrl-C held), it made a script stopped
+        # by Ctrl-C exit with status 1 instead of by SIGINT. runs() reads such a run from its files.
         self._release("finished" if reason == "exit" and not self._failed else "failed", reason,
-                      quiet=error is not None, upload_timeout=max(0.0, limit - (time.monotonic() - start)))
+                      quiet=error is not None, summary=False,
+                      upload_timeout=max(0.0, limit - (time.monotonic() - start)))
         if error is None and self._writer.lost_rows:
             return lost, f"the writer failed earlier and dropped {self._writer.lost_rows} rows"
         return lost, "" if error is None else f"the writer failed: {type(error).__name__}: {error}"
 
-    def _release(self, status: str, reason: str, *, quiet: bool = False, upload_timeout: float | None = None) -> None:
+    def _release(self, status: str, reason: str, *, quiet: bool = False, summary: bool = True,
+                 upload_timeout: float | None = None) -> None:
         """Record the end in meta.experiment and let go of threads, files and the lock.
 
         A failure to write the metadata is raised as ``WriterError``, unless
@@ -589,7 +593,7 @@ class Experiment(SummaryWriterMethods):
         """
         self._released = True
         try:
-            self._heartbeat.write(status, reason)
+            self._heartbeat.write(status, reason, summary=self._folder.summary() if summary else None)
         except OSError as exc:
             if not quiet:
                 raise writer_error(exc, self._writer.label) from exc

@@ -163,6 +163,12 @@ class RunFolder:
     def write_meta(self, meta: dict[str, Any]) -> None:
         _layout.write_meta(self.log_dir, meta)
 
+    def summary(self) -> dict[str, Any] | None:
+        """The summary ``runs()`` would give this run now, to record at close (see ``_runs.closing_summary``)."""
+        from .._store._runs import closing_summary  # the read side, needed only at close
+
+        return closing_summary(self.log_dir)
+
     def write_tags(self, tags: dict[str, Any]) -> None:
         _layout.write_tags(self.log_dir, {k: _layout.tag_text(v) for k, v in tags.items()})
 

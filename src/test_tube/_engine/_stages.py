@@ -26,7 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .._store import _journal
+from .._store import _journal, _layout
 from .._store._schema import BASE_SCHEMA, conform
 from . import _ring
 from ._fastpath import FastPath, Steps
@@ -145,10 +145,14 @@ class Heartbeat:
         """No more "running" beats (the run is ending)."""
         self._ended = True
 
-    def write(self, status: str, end_reason: str | None = None) -> None:
+    def write(self, status: str, end_reason: str | None = None, *, summary: dict[str, Any] | None = None) -> None:
+        """Write meta.experiment; ``summary`` (the files are complete) is what runs() then reads instead of them."""
         now = str(datetime.now(timezone.utc).replace(tzinfo=None))
-        self.folder.write_meta({**self.record, "status": status, "updated_at": now,
-                                "ended_at": None if status == "running" else now, "end_reason": end_reason})
+        meta = {**self.record, "status": status, "updated_at": now,
+                "ended_at": None if status == "running" else now, "end_reason": end_reason}
+        if summary is not None:
+            meta[_layout.SUMMARY] = summary
+        self.folder.write_meta(meta)
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()

@@ -32,6 +32,8 @@ from .._errors import DamagedRunError, VersionInUseError
 
 META = "meta.experiment"
 TAGS = "meta_tags.csv"
+#: The key of META under which close() records the run's summary for runs() (see ``_runs.closing_summary``).
+SUMMARY = "summary"
 CSV = "metrics.csv"
 PARQUET = "metrics.parquet"
 JOURNAL = "_journal.arrows"

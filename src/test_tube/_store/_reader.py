@@ -10,9 +10,10 @@ On a local disk a run folder is read with ``os`` calls (a ``scandir``, a
 ``stat``, ``pread``), which cost microseconds.  On any other
 ``pyarrow.fs.FileSystem`` every call is a request, so a :class:`Store` lists
 the whole save_dir once (one listing, paged by the store) and hands each run
-its own entries: summarising a finished run then reads ``meta.experiment``,
-``meta_tags.csv``, the footer of ``metrics.parquet`` and the last journal
-segment, each a HEAD and a GET (pyarrow's Python API opens an object by
+its own entries: summarising a finished run then reads ``meta.experiment``
+and ``meta_tags.csv`` (and, when the summary ``close()`` recorded there does
+not match the files, the footer of ``metrics.parquet`` and the last journal
+segment), each a HEAD and a GET (pyarrow's Python API opens an object by
 path only, so it asks for the size first).  Nothing here writes.
 """
 

@@ -14,6 +14,12 @@ A finished (or failed) run is summarised without loading its rows:
 A running, crashed or legacy run, or one whose ``metrics.parquet`` is older than
 its journal, is summarised from :func:`test_tube.read`, which is always current.
 
+Cheaper still, ``close()`` records the summary it would get this way in
+``meta.experiment`` (:func:`closing_summary`, under :data:`_layout.SUMMARY`),
+with the size and time of the files it came from; a finished run whose files
+still match is summarised from that record alone (:func:`_from_record`), and
+any other is summarised as above.
+
 The files are found and read through the read layer (``_reader``), the same
 way on a local disk and on object storage (where the journal is segments).
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import threading
 from collections import OrderedDict
 import os
@@ -39,7 +46,7 @@ import pyarrow.fs as pafs
 from . import _layout
 from .._errors import DamagedRunError, warn_from_caller
 from ._read import read_run
-from ._reader import FoundRun, Store, StoredRun
+from ._reader import Entry, FoundRun, Store, StoredRun
 from ._location import resolve
 
 #: Seconds without a heartbeat after which a run whose process cannot be
@@ -99,8 +106,10 @@ def runs(save_dir: str | os.PathLike[str], name: str | None = None, *,
     filesystem.  There ``log_dir`` is the run's URI without credentials.
     ``name`` restricts the table to one experiment.  ``save_dir`` may also be
     one experiment's folder (the one holding ``version_<N>`` folders).  Rows
-    are ordered by name, then version, then rank.  Finished runs are read from
-    their Parquet footer and journal tail, not row by row.  Reads only; safe to
+    are ordered by name, then version, then rank.  A finished run is answered
+    from the summary its ``close()`` recorded in ``meta.experiment`` while its
+    files are the ones it was computed from, else from its Parquet footer and
+    journal tail; never row by row.  Reads only; safe to
     call while runs are writing.  Raises ``FileNotFoundError`` when
     ``save_dir`` (or ``save_dir/name``) is not a folder (on object storage:
     when nothing is stored under it), and ``ValueError`` naming a URI that
@@ -269,7 +278,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # -- one run ----------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)  # slots: thousands are kept between calls, and fewer objects are less to collect
 class Metric:
     """The summary of one numeric column: its type, last, min and max value."""
 
@@ -279,7 +288,7 @@ class Metric:
     max: Any = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Summary:
     """Everything the runs table says about one run (a version, or one rank of a per-rank version)."""
 
@@ -302,14 +311,14 @@ def summarise(log_dir: str | StoredRun, name: str | None = None, version: int | 
 
     ``log_dir``: a local path, or a run folder of the read layer.  ``name``
     and ``version`` default to what the path says (``<name>/version_<N>``,
-    or ``<name>/version_<N>/rank_<r>``, which also gives ``rank``); pass them
-    when the caller already knows.
+    or ``<name>/version_<N>/rank_<r>``, which also gives ``rank``); pass them,
+    and ``rank`` (None for an ordinary run), when the caller already knows.
     """
     run = log_dir if isinstance(log_dir, StoredRun) else StoredRun(resolve(log_dir))
     shown = run.shown
     damage: list[str] = []
     meta = _read_meta(run, damage)
-    if name is None or version is None or rank is None:
+    if name is None or version is None:
         path_name, path_version, path_rank = run.identity()
         if name is None:
             name = path_name
@@ -326,6 +335,8 @@ def summarise(log_dir: str | StoredRun, name: str | None = None, version: int | 
     if damage:
         summary.damage = damage[0]
         summary.status = "damaged"
+    if summary.status in ("finished", "failed") and _from_record(summary, run):
+        return summary
     if summary.status in ("finished", "failed") and _parquet_complete(run):
         try:
             _from_parquet(summary, run)
@@ -506,6 +517,132 @@ def _coerce(metric: Metric) -> Metric:
             None if v is None else float(v) + 0.0 for v in (metric.last, metric.min, metric.max)
         )
     return metric
+
+
+# -- the summary close() records ---------------------------------------------
+
+_FLOAT = pa.float64()
+_TYPES = {"int64": pa.int64(), "float64": _FLOAT}
+# JSON has no NaN or infinity (json.load would take Python's tokens, other readers would not): they are text.
+_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def closing_summary(log_dir: str) -> dict[str, Any] | None:
+    """What ``close()`` records under :data:`_layout.SUMMARY` for the run in ``log_dir`` (a local folder).
+
+    The summary :func:`summarise` gives a finished run, computed the same way
+    (footer and journal tail), with the size and time of ``metrics.parquet``
+    and of the journal it came from.  None when there is nothing to record:
+    ``metrics.parquet`` missing or older than the journal (a writer that
+    failed), unreadable, or changed while it was read; readers then read the
+    files as for any run.  Plain JSON values only: NaN and infinities as the
+    text ``"nan"``, ``"inf"``, ``"-inf"``; ints stay ints, floats floats.
+    """
+    run = StoredRun(resolve(log_dir))
+    summary = Summary("", -1, run.shown, {}, "finished")
+    try:
+        files = _files(run)
+        if not run.parquet_complete():
+            return None
+        _from_parquet(summary, run)
+        if _files(StoredRun(resolve(log_dir))) != files:
+            return None  # written to while it was read: what it says may be of neither state
+    except (OSError, pa.ArrowException, DamagedRunError):
+        return None  # the final metadata is still written; runs() reads the files, and says what is wrong
+    metrics = [[name, "float64" if pa.types.is_floating(m.type) else "int64", *map(_encode, (m.last, m.min, m.max))]
+               for name, m in summary.metrics.items()]
+    return {"files": files, "rows": summary.rows, "last_step": summary.last_step, "metrics": metrics}
+
+
+def _files(run: StoredRun) -> dict[str, list[int] | None]:
+    """``[size, mtime_ns]`` of ``metrics.parquet`` and of the journal (all its segments); None when missing."""
+    parquet = run.info(_layout.PARQUET)
+    if run.local:
+        journal = run.info(_layout.JOURNAL)
+    else:
+        pieces = run.segments()
+        journal = Entry(run.journal_size(), pieces[-1][2].mtime_ns) if pieces else None
+    return {
+        _layout.PARQUET: None if parquet is None else [parquet.size, parquet.mtime_ns],
+        _layout.JOURNAL: None if journal is None else [journal.size, journal.mtime_ns],
+    }
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if value != value else "inf" if value > 0 else "-inf"
+    return value
+
+
+def _decode(value: Any, typ: pa.DataType) -> Any:
+    """One recorded value as the summary holds it; ``ValueError`` for what ``close()`` never writes."""
+    if value is None:
+        return None
+    if typ == pa.int64():
+        if type(value) is not int:
+            raise ValueError(value)
+        return value
+    if type(value) is str:
+        return _NONFINITE[value]  # KeyError for other text
+    if type(value) not in (int, float):
+        raise ValueError(value)
+    return float(value)
+
+
+def _matches(run: StoredRun, files: Any) -> bool:
+    """Whether the files a record came from are still the ones in the folder.
+
+    On a local disk: the same size and time.  On object storage the times are
+    the store's (when each object was uploaded), so: the same sizes, and no
+    file newer than ``meta.experiment``, which a writer uploads last of all.
+    """
+    now = _files(run)
+    if run.local:
+        return bool(now == files)
+    meta = run.info(_layout.META)
+    if meta is None or not isinstance(files, dict) or set(files) != set(now):
+        return False
+    for name, entry in now.items():
+        was = files[name]
+        if (entry is None) != (was is None):
+            return False
+        if entry is not None and (entry[0] != was[0] or entry[1] > meta.mtime_ns):
+            return False
+    return True
+
+
+def _from_record(summary: Summary, run: StoredRun) -> bool:
+    """Fill ``summary`` from the record ``close()`` left in its meta; False (nothing changed) when unusable.
+
+    Unusable: no record (a run of test-tube 0.7.5, or of a version before
+    records), the files changed since (resumed, rewritten, damaged), or a
+    record this version does not read.  The caller then reads the files,
+    which give the same table.
+    """
+    record = summary.meta.get(_layout.SUMMARY)
+    if not isinstance(record, dict):
+        return False
+    # Only the summary needs it: not kept in summary.meta (held for every run a process summarised).
+    del summary.meta[_layout.SUMMARY]
+    try:
+        if not _matches(run, record["files"]):
+            return False
+        rows, last_step = record["rows"], record["last_step"]
+        if type(rows) is not int or (last_step is not None and type(last_step) is not int):
+            return False
+        metrics: dict[str, Metric] = {}
+        for name, type_name, last, low, high in record["metrics"]:
+            typ = _TYPES[type_name]
+            if type(name) is not str:
+                return False
+            if typ is _FLOAT and type(last) is type(low) is type(high) is float:
+                metrics[name] = Metric(typ, last, low, high)  # the usual case, without a call per value
+            else:
+                metrics[name] = Metric(typ, _decode(last, typ), _decode(low, typ), _decode(high, typ))
+    except (KeyError, TypeError, ValueError, IndexError):
+        return False
+    summary.rows, summary.last_step, summary.metrics = rows, last_step, metrics
+    return True
 
 
 # -- the table ----------------------------------------------------------------
