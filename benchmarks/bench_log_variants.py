@@ -156,14 +156,20 @@ def child(variant: str, logger: str, n: int) -> dict[str, Any]:
     }
 
 
-def _run_child(variant: str, logger: str, n: int) -> dict[str, Any]:
+def _run_child(variant: str, logger: str, n: int, baseline: str | None = None) -> dict[str, Any]:
+    """One fresh process; ``logger="baseline"`` is test_tube imported from the ``baseline`` source tree."""
+    env = dict(os.environ)
+    if logger == "baseline":
+        env["PYTHONPATH"] = str(baseline)
     out = subprocess.run(
-        [sys.executable, __file__, "--child", variant, "--logger", logger, "--n", str(n)],
-        capture_output=True, text=True, timeout=600, check=False,
+        [sys.executable, __file__, "--child", variant, "--logger", "test_tube" if logger == "baseline" else logger,
+         "--n", str(n)],
+        capture_output=True, text=True, timeout=600, check=False, env=env,
     )
     if out.returncode != 0:
         raise SystemExit(f"{variant}/{logger} failed:\n{out.stderr}")
     result: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
+    result["logger"] = logger
     return result
 
 
@@ -178,6 +184,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument("--baseline", metavar="SRC",
+                    help="also time test_tube imported from SRC (another checkout's src/) in the same rounds")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--logger", default="test_tube", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -192,8 +200,9 @@ def main() -> int:
     for r in range(args.rounds):
         order = variants[r % len(variants):] + variants[: r % len(variants)]
         for variant in order:
-            for logger in ("deque", "test_tube") if r % 2 else ("test_tube", "deque"):
-                result = _run_child(variant, logger, n)
+            loggers = ["test_tube", "deque", *(["baseline"] if args.baseline else [])]
+            for logger in loggers[::-1] if r % 2 else loggers:
+                result = _run_child(variant, logger, n, args.baseline)
                 result["round"] = r
                 runs.append(result)
                 print(f"round {r + 1}/{args.rounds} {variant:10s} {logger:9s} median {result['median_us']:.3f} µs"
@@ -216,6 +225,10 @@ def main() -> int:
             "floor_e2e_us_per_step": _median(pick(variant, "deque", "e2e_us_per_step")),
             "close_us_per_step": _median(pick(variant, "test_tube", "close_us_per_step")),
         }
+        if args.baseline:
+            base = {x["round"]: x for x in runs if x["variant"] == variant and x["logger"] == "baseline"}
+            summary[variant]["baseline_median_us"] = _median(pick(variant, "baseline", "median_us"))
+            summary[variant]["baseline_x_floor"] = _median([base[r]["median_us"] / floor[r]["median_us"] for r in base])
     if "auto" in summary:
         auto = {x["round"]: x for x in runs if x["variant"] == "auto" and x["logger"] == "test_tube"}
         for variant in variants:
@@ -240,6 +253,12 @@ def main() -> int:
             f"| {s['floor_median_us']:.2f} | {s['x_floor']:.2f}× | {s['e2e_us_per_step']:.2f} "
             f"| {s.get('e2e_x_auto', float('nan')):.2f}×{ratio_target} | {s['floor_e2e_us_per_step']:.2f} |"
         )
+    if args.baseline:
+        lines += ["", f"Baseline (test_tube from {args.baseline}) in the same rounds:", "",
+                  "| variant | log() median µs, now | × floor, now | before | × floor, before |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {v} | {summary[v]['median_us']:.3f} | {summary[v]['x_floor']:.2f}× "
+                  f"| {summary[v]['baseline_median_us']:.3f} | {summary[v]['baseline_x_floor']:.2f}× |" for v in variants]
     table = "\n".join(lines)
     print(table)
     os.makedirs(args.out, exist_ok=True)
