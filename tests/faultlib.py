@@ -100,6 +100,25 @@ def _env(extra: dict[str, str] | None) -> dict[str, str]:
     return env
 
 
+def released_together(script: Path, n: int, *, env: dict[str, str] | None = None, timeout: float = 120) -> list[str]:
+    """Start ``n`` copies of ``script`` and let them go at the same instant; the last line each printed.
+
+    Each copy prints ``ready``, then reads its stdin to the end: closing every
+    stdin at once releases them together (the closest a test gets to a race).
+    Every copy must exit 0 within ``timeout`` seconds.
+    """
+    procs = [subprocess.Popen([PY, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env=_env(env)) for _ in range(n)]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.close()
+    for p in procs:
+        assert p.wait(timeout=timeout) == 0
+    return [p.stdout.read().strip().splitlines()[-1] for p in procs if p.stdout is not None]
+
+
 _live: list[subprocess.Popen[bytes]] = []
 
 

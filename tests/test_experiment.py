@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import test_tube
+from faultlib import released_together
 from test_tube import Experiment, ExperimentClosedError
 
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
@@ -191,18 +192,7 @@ def test_parallel_processes_claim_distinct_versions(tmp_path: Path) -> None:
         print(exp.version, flush=True)
         exp.close()
     """))
-    procs = [
-        subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        for _ in range(10)
-    ]
-    for p in procs:
-        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-    for p in procs:
-        assert p.stdin is not None
-        p.stdin.close()
-    for p in procs:
-        p.wait(timeout=60)
-    versions = [int(p.stdout.read()) for p in procs if p.stdout is not None]
+    versions = [int(line) for line in released_together(script, 10, timeout=60)]
     assert sorted(versions) == list(range(10))
 
 

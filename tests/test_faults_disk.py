@@ -195,14 +195,19 @@ def test_image_encoder_failure_surfaces_and_the_run_continues(tmp_path: Path) ->
 HALF = """
 root = sys.argv[1]
 import errno
-real_write = os.write
+real_write, real_writev = os.write, os.writev
 broken = threading.Event()
-def write(fd, data):
+def half_then_full(fd, data):
     if broken.is_set() and os.readlink("/proc/self/fd/%d" % fd).endswith("metrics.csv"):
         real_write(fd, bytes(data[: len(data) // 2]))  # half the append reaches the disk...
         raise OSError(errno.ENOSPC, "No space left on device")  # ...then the disk is full
+def write(fd, data):
+    half_then_full(fd, data)
     return real_write(fd, data)
-os.write = write
+def writev(fd, buffers):
+    half_then_full(fd, b"".join(bytes(b) for b in buffers))
+    return real_writev(fd, buffers)
+os.write, os.writev = write, writev
 exp = Experiment(name="h", save_dir=root, record_git=False)
 for i in range(100):
     exp.log(row(i))

@@ -148,6 +148,19 @@ def runs_without_log_dir(table: pa.Table) -> list[dict[str, Any]]:
     return rows(table.drop_columns(["log_dir"]))
 
 
+def fetches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the objects the read layer fetches from now on, in order (a spy on StoredRun.read_bytes)."""
+    fetched: list[str] = []
+    original = StoredRun.read_bytes
+
+    def spy(run: StoredRun, name: str) -> bytes | None:
+        fetched.append(name)
+        return original(run, name)
+
+    monkeypatch.setattr(StoredRun, "read_bytes", spy)
+    return fetched
+
+
 def test_runs_of_a_closed_run_in_a_bucket_reads_its_summary_not_its_files(s3: S3Server, tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The summary close() recorded answers: no footer, segment or column fetched; a file uploaded later is read."""
@@ -157,18 +170,11 @@ def test_runs_of_a_closed_run_in_a_bucket_reads_its_summary_not_its_files(s3: S3
     fs = s3.filesystem()
     upload_save_dir(save_dir, fs, f"{s3.bucket_name}/logs")
     expected = runs_without_log_dir(test_tube.runs(save_dir))
-    fetched: list[str] = []
-    read_bytes = StoredRun.read_bytes
-
-    def spy(run: StoredRun, name: str) -> bytes | None:
-        fetched.append(name)
-        return read_bytes(run, name)
-
     def no_file(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a file of a run with a summary was read")
 
     with monkeypatch.context() as m:
-        m.setattr(StoredRun, "read_bytes", spy)
+        fetched = fetches(m)
         for name in ("parquet_metadata", "read_parquet", "last_frames", "frames"):
             m.setattr(StoredRun, name, no_file)
         m.setattr(_runs, "read_run", no_file)
@@ -385,14 +391,7 @@ def test_read_of_a_closed_run_takes_metrics_parquet_and_of_a_running_one_every_s
     log_dir, dest = uploaded
     fs = s3.filesystem()
     expected = rows(test_tube.read(log_dir))
-    fetched: list[str] = []
-    original = StoredRun.read_bytes
-
-    def spy(self: StoredRun, name: str) -> bytes | None:
-        fetched.append(name)
-        return original(self, name)
-
-    monkeypatch.setattr(StoredRun, "read_bytes", spy)
+    fetched = fetches(monkeypatch)
     assert rows(test_tube.read(dest, filesystem=fs)) == expected
     assert not [name for name in fetched if name.startswith(_layout.JOURNAL_SEGMENTS)]
 

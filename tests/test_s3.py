@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import test_tube
+from faultlib import released_together
 from s3lib import S3Server
 from test_tube import Experiment
 from test_tube._store import _journal, _layout
@@ -182,17 +183,7 @@ def test_eight_processes_claiming_at_once_get_eight_versions(s3: S3Server, tmp_p
         print(exp.version, flush=True)
         exp.close()
     """))
-    env = {**os.environ, **s3.env(), "TEST_TUBE_SPOOL": str(spool)}
-    procs = [subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              env=env) for _ in range(8)]
-    for p in procs:
-        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-    for p in procs:
-        assert p.stdin is not None
-        p.stdin.close()
-    for p in procs:
-        assert p.wait(timeout=120) == 0
-    versions = [int(p.stdout.read()) for p in procs if p.stdout is not None]
+    versions = [int(line) for line in released_together(script, 8, env={**s3.env(), "TEST_TUBE_SPOOL": str(spool)})]
     assert len(set(versions)) == 8
     fs = s3.filesystem()
     for v in versions:

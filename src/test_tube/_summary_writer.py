@@ -229,15 +229,8 @@ class SummaryWriterMethods:
             self.save()
         from ._store._read import read
 
-        remote = self._folder.remote
-        if remote is None:
-            rows = read(self.log_dir).to_pylist()
-        elif not self.closed or os.path.isdir(remote.spool):
-            # On object storage the spool holds every row save() covered; after close()
-            # it is gone once everything is uploaded, and kept (complete) when it was not.
-            rows = read(remote.spool).to_pylist()
-        else:
-            rows = read(remote.path, filesystem=remote.filesystem).to_pylist()
+        path, filesystem = self._folder.rows_at(closed=self.closed)
+        rows = read(path, filesystem=filesystem).to_pylist()
         out = []
         for row in rows:
             created = row.get("created_at")

@@ -40,6 +40,7 @@ import pyarrow.fs as pafs
 from .._errors import UploadWarning, VersionInUseError, warn_from_caller
 from .._store import _layout
 from .._store._location import Location
+from .._store._reader import StoredRun
 
 #: Client settings for a store we open ourselves from a URI: a stopped server is
 #: noticed within seconds instead of the SDK's minutes of retries; the upload
@@ -320,17 +321,11 @@ def _download(remote: RemoteVersion) -> None:
     segments, and the upload stage sends the rest.
     """
     fs, spool = remote.filesystem, remote.spool
-    files = _files(fs, remote.path)
-    segments_dir = join(remote.path, _layout.JOURNAL_SEGMENTS) + "/"
-    segments = sorted((off, f) for f in files if f.path.startswith(segments_dir)
-                      and (off := _layout.segment_offset(f.base_name)) is not None)
-    contiguous: list[pafs.FileInfo] = []
-    end = 0
-    for off, info in segments:
-        if off != end:
-            break  # a gap: nothing after it is trusted, as a reader does
-        contiguous.append(info)
-        end += info.size
+    # The read layer's view of the stored version: its files, and its journal segments up to the first gap.
+    stored = StoredRun(Location(fs, remote.path, remote.path))
+    files = stored.entries()
+    chain = stored.segments()
+    end = stored.journal_size()
     journal = os.path.join(spool, _layout.JOURNAL)
     local = os.path.getsize(journal) if os.path.exists(journal) else 0
     keep_local = local > 0 and local >= end
@@ -339,25 +334,24 @@ def _download(remote: RemoteVersion) -> None:
         os.makedirs(os.path.join(spool, _layout.MEDIA), exist_ok=True)
         tmp = _layout.temp_path(journal)
         with open(tmp, "wb") as out:
-            for info in contiguous:
-                with fs.open_input_stream(info.path) as f:
+            for _, name, _ in chain:
+                with fs.open_input_stream(join(remote.path, name)) as f:
                     shutil.copyfileobj(f, out, 4 * 2**20)
             os.fsync(out.fileno())
         os.replace(tmp, journal)
         for name in (_layout.META, _layout.TAGS):
-            path = join(remote.path, name)
-            if any(f.path == path for f in files):
-                with fs.open_input_stream(path) as f:
+            if name in files:
+                with fs.open_input_stream(join(remote.path, name)) as f:
                     _layout.publish(os.path.join(spool, name), f.read(), fsync=False)
     remote.uploaded_journal = end
-    media_dir = join(remote.path, _layout.MEDIA) + "/"
     local_media = os.path.join(spool, _layout.MEDIA)
     os.makedirs(local_media, exist_ok=True)
-    for info in files:
-        if info.path.startswith(media_dir) and "/" not in info.path[len(media_dir):]:
-            remote.uploaded_media.add(info.base_name)
-            target = os.path.join(local_media, info.base_name)
+    for name in files:
+        folder, _, base = name.partition("/")
+        if folder == _layout.MEDIA and base and "/" not in base:
+            remote.uploaded_media.add(base)
+            target = os.path.join(local_media, base)
             if not os.path.exists(target):
                 # Images are downloaded so the version's names stay unique and TensorBoard's sink finds them.
-                with fs.open_input_stream(info.path) as f:
+                with fs.open_input_stream(join(remote.path, name)) as f:
                     _layout.publish(target, f.read(), fsync=False)

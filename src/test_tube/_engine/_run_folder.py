@@ -13,6 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 
 from .._store import _journal, _layout, _recovery, _ring_recovery
 
@@ -162,6 +163,20 @@ class RunFolder:
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         _layout.write_meta(self.log_dir, meta)
+
+    def rows_at(self, *, closed: bool) -> tuple[str, pafs.FileSystem | None]:
+        """Where ``read()`` finds every row of this version now: ``(path, filesystem)``.
+
+        On object storage the spool holds every row ``save()`` covered while the
+        run is open; after close it is removed once everything is uploaded (the
+        store then has it all), and kept, complete, when it was not.
+        """
+        remote = self.remote
+        if remote is None:
+            return self.log_dir, None
+        if not closed or os.path.isdir(remote.spool):
+            return remote.spool, None
+        return remote.path, remote.filesystem
 
     def summary(self) -> dict[str, Any] | None:
         """The summary ``runs()`` would give this run now, to record at close (see ``_runs.closing_summary``)."""

@@ -94,13 +94,7 @@ class CsvSink:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
             try:
-                size = os.fstat(fd).st_size
-                try:
-                    _write_all(fd, data)
-                except BaseException:
-                    # Cut a partial line off again (a full disk), so readers never see a torn row.
-                    os.ftruncate(fd, size)
-                    raise
+                _layout.append_whole(fd, [data])  # a partial line is cut off again: no torn row
             finally:
                 os.close(fd)
         except BaseException:
@@ -431,9 +425,3 @@ def _float_text(column: pa.Array) -> pa.Array:
 _POINT_ZERO = pa.scalar(".0", pa.large_string())
 _ZERO = pa.scalar(0.0, pa.float64())
 
-
-def _write_all(fd: int, data: memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]

@@ -67,13 +67,7 @@ class JournalFile:
     def append(self, pieces: list[bytes | pa.Buffer]) -> int:
         """Append one frame; the offset it starts at.  A failed write is cut off again."""
         start = self.end
-        try:
-            _writev_all(self.fd, pieces)
-        except BaseException:
-            # Cut a torn frame off again, so later frames stay reachable.
-            os.ftruncate(self.fd, start)
-            raise
-        self.end += sum(memoryview(p).nbytes for p in pieces)
+        self.end += _layout.append_whole(self.fd, pieces)  # a torn frame is cut off again
         self._unsynced = True
         return start
 
@@ -157,14 +151,3 @@ class Heartbeat:
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         self._ended = True
-
-
-def _writev_all(fd: int, pieces: list[bytes | pa.Buffer]) -> None:
-    views = [memoryview(p) for p in pieces]
-    while views:
-        written = os.writev(fd, views)
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if views and written:
-            views[0] = views[0][written:]

@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .._store import _layout
 from . import _tfevents
 from ._rows import image_extension
 
@@ -177,27 +178,12 @@ class TensorBoardSink:
             self.path = os.path.join(self.tf_dir, f"events.out.tfevents.{seconds}.{nanos:09d}.{socket.gethostname()}"
                                                   f".{os.getpid()}")
             parts = [_tfevents.record(_tfevents.file_version_event(now)), *parts]
-        views = [memoryview(p).cast("B") for p in parts if len(p)]
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            size = os.fstat(fd).st_size
-            try:
-                while views:
-                    written = os.writev(fd, views[:_IOV_MAX])
-                    while views and written >= len(views[0]):
-                        written -= len(views[0])
-                        views.pop(0)
-                    if views and written:
-                        views[0] = views[0][written:]
-            except BaseException:
-                # Cut a torn record off again (a full disk), so the records after it stay reachable.
-                os.ftruncate(fd, size)
-                raise
+            _layout.append_whole(fd, parts)  # a torn record is cut off again: later ones stay reachable
         finally:
             os.close(fd)
 
-
-_IOV_MAX = 512
 
 
 def _hparam(value: Any) -> bool | int | float | str:

@@ -295,7 +295,7 @@ class Writer:
                          or self.published_end == self._opened_at):
                 self.wake.set()
 
-    def cycle(self, *, final: bool = False, asked: bool = True) -> None:  # noqa: ARG002
+    def cycle(self, *, final: bool = False, asked: bool = True) -> None:
         """One round of take, maybe flush; safe to call from any thread."""
         with self._cycle_lock:
             try:

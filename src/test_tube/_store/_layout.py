@@ -25,7 +25,7 @@ import json
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._errors import DamagedRunError, VersionInUseError
@@ -185,6 +185,36 @@ def publish(path: str, data: bytes, *, fsync: bool = True) -> None:
         if fsync:
             os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def append_whole(fd: int, pieces: Sequence[Any]) -> int:
+    """Append ``pieces`` to ``fd`` (opened with ``O_APPEND``) as one record; the bytes written.
+
+    All or nothing: a write that fails part way (a full disk) is cut off again,
+    so what follows the file's old end is only ever whole records and a reader
+    never meets a torn one.  ``pieces`` are written with ``writev``, at most
+    ``_IOV_MAX`` at a time, without being copied together first.
+    """
+    size = os.fstat(fd).st_size
+    views = [v for v in (memoryview(p).cast("B") for p in pieces) if len(v)]
+    total = sum(len(v) for v in views)
+    first = 0
+    try:
+        while first < len(views):
+            written = os.writev(fd, views[first:first + _IOV_MAX])
+            while first < len(views) and written >= len(views[first]):
+                written -= len(views[first])
+                first += 1
+            if written:
+                views[first] = views[first][written:]
+    except BaseException:
+        os.ftruncate(fd, size)
+        raise
+    return total
+
+
+#: The most buffers one writev takes on Linux is 1024; well below it.
+_IOV_MAX = 512
 
 
 def write_meta(log_dir: str, meta: Mapping[str, Any]) -> None:
