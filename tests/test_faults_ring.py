@@ -211,6 +211,21 @@ def test_os_exit_and_a_segfault_lose_no_returned_row(tmp_path: Path) -> None:
         check_published(log_dir, sum(kept))
 
 
+def test_the_zeros_of_a_fresh_ring_are_not_the_first_row(tmp_path: Path) -> None:
+    """Slot 0 of a new ring holds number 0 at both ends before anything is stored: it is not whole until a row is.
+
+    The writer takes as soon as a row's number is drawn; taking that zeroed slot as
+    whole dropped the session's first row while log() still went on to store it.
+    """
+    ring = _ring.Ring(str(tmp_path / _ring.FILE), 16, 1 << 20)
+    assert ring.whole_run(0, 1) == 0
+    ring.skip(0)  # a first call that raised: its slot is marked, so the writer goes past it
+    assert ring.whole_run(0, 1) == 1
+    fresh = _ring.Ring(str(tmp_path / _ring.FILE), 16, 1 << 20)
+    fresh.mark(0, _ring.SLOW, 0, 1_000)
+    assert fresh.whole_run(0, 2) == 1
+
+
 def test_a_ring_with_a_torn_and_a_stale_record_is_recovered_up_to_its_whole_records(tmp_path: Path) -> None:
     """Slots of the previous lap, a record torn mid-store and a torn var record are never read as rows."""
     log_dir = tmp_path / "run"

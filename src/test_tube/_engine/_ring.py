@@ -153,7 +153,7 @@ class Ring:
         """Mark ``seq`` as taken by a call that raised, unless its record is already whole."""
         at = (seq & self.mask) * SLOT
         head = _SLOT_HEAD.unpack_from(self.slots, at)
-        if head[0] == seq and struct.unpack_from("<q", self.slots, at + TRAILER_AT)[0] == seq:
+        if head[0] == seq and head[3] != EMPTY and struct.unpack_from("<q", self.slots, at + TRAILER_AT)[0] == seq:
             return
         _SKIP.pack_into(self.slots, at, seq, 0, 0, SKIP, seq)
 
@@ -213,7 +213,9 @@ class Ring:
         for start, length in pieces:
             recs = self.slot_records[start:start + length]
             expected = np.arange(cursor + done, cursor + done + length, dtype=np.int64)
-            ok = (recs["seq"] == expected) & (recs["trailer"] == expected)
+            # A record is whole when both ends carry its number and it has a kind: the zeros of a
+            # fresh ring carry number 0 at both ends, and must not pass for the first row.
+            ok = (recs["seq"] == expected) & (recs["trailer"] == expected) & (recs["kind"] != EMPTY)
             if ok.all():
                 done += length
                 continue
