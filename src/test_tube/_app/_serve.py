@@ -52,15 +52,13 @@ import socket
 import socketserver
 import stat
 import sys
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -74,6 +72,7 @@ from .._store._location import Location, resolve
 from .._store._read import read_run
 from .._store._reader import READ_FILES, FoundRun, Store, StoredRun, run_id
 from .._engine._rows import image_extension
+from .._store._lru import Lru
 from .._store._runs import Summary, run_status, summarise
 from .._store._schema import concat
 
@@ -110,8 +109,6 @@ _INDEX = re.compile(r"[0-9]{1,18}")
 # Debug messages only (a client that went away); a logger with no handler of ours prints nothing by default.
 _log = logging.getLogger("test_tube.serve")
 
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
 
 
 class HttpError(Exception):
@@ -120,37 +117,6 @@ class HttpError(Exception):
     def __init__(self, status: HTTPStatus, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-class _Lru:
-    """A small thread-safe least-recently-used cache; computing a missing value happens outside the lock."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.items: OrderedDict[Hashable, Any] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, key: K, compute: Callable[[], V]) -> V:
-        found = self.peek(key)
-        if found is not None:
-            return found  # type: ignore[no-any-return]
-        value = compute()
-        self.put(key, value)
-        return value
-
-    def peek(self, key: Hashable) -> Any:
-        """The value cached under ``key``, or None."""
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key]
-        return None
-
-    def put(self, key: Hashable, value: Any) -> None:
-        with self.lock:
-            self.items[key] = value
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
 
 
 class App:
@@ -162,12 +128,12 @@ class App:
         self.save_dir = self.store.shown  # a URI without its credentials, on object storage
         self.root = os.path.realpath(self.save_dir) if self.local else self.save_dir
         # Summaries are small; tables and series of a long run are not, so only a few are kept.
-        self._summaries = _Lru(4096)
-        self._tables = _Lru(2)
-        self._series = _Lru(8)
+        self._summaries = Lru(4096)
+        self._tables = Lru(2)
+        self._series = Lru(8)
         # Downsampled answers, as JSON text: small (at most 4 * buckets points each), so many are kept;
         # a page that redraws 50 runs x 20 metrics without new rows is answered from here.
-        self._reduced = _Lru(4096)
+        self._reduced = Lru(4096)
 
     # -- runs -----------------------------------------------------------------
 

@@ -29,8 +29,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import threading
-from collections import OrderedDict
 import os
 import socket
 import time
@@ -45,6 +43,7 @@ import pyarrow.fs as pafs
 
 from . import _layout
 from .._errors import DamagedRunError, warn_from_caller
+from ._lru import Lru
 from ._read import read_run
 from ._reader import Entry, FoundRun, Store, StoredRun
 from ._location import resolve
@@ -140,7 +139,7 @@ REMOTE_READERS = 16
 
 def _summary(run: FoundRun) -> Summary:
     key = (run.log_dir, run.name, run.version, run.rank, run.folder.signature())
-    known = _SUMMARIES.get(key)
+    known: Summary | None = _SUMMARIES.peek(key)
     if known is not None:
         return dataclasses.replace(known, status=run_status(known.meta))
     summary = summarise(run.folder, run.name, run.version, rank=run.rank)
@@ -150,31 +149,10 @@ def _summary(run: FoundRun) -> Summary:
     return summary
 
 
-class _Cache:
-    """Summaries of settled runs by their files' signature; least recently used ones go first."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.items: OrderedDict[Any, Summary] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, key: Any) -> Summary | None:
-        with self.lock:
-            found = self.items.get(key)
-            if found is not None:
-                self.items.move_to_end(key)
-            return found
-
-    def put(self, key: Any, summary: Summary) -> None:
-        with self.lock:
-            self.items[key] = summary
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
-
-
 _SETTLED = ("finished", "failed", "unknown")
+#: Summaries of settled runs by their files' signature; least recently used ones go first.
 #: A few KB a run: tens of MB at most, for more runs than a save_dir usually holds.
-_SUMMARIES = _Cache(20_000)
+_SUMMARIES = Lru(20_000)
 
 
 def find_runs(save_dir: str | os.PathLike[str], name: str | None = None) -> list[FoundRun]:
